@@ -1,0 +1,139 @@
+"""One place for every setting: environment variables and `.env`, validated at start-up."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Values that must never reach production: the dev defaults below and the usual placeholders.
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_WEBHOOK_TOKEN = "dev-webhook-token-change-me"  # noqa: S105
+DEV_ADMIN_PASSWORD = "admin123"  # noqa: S105
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "your-", "placeholder", "secret", "example", "xxx")
+
+
+class Env(StrEnum):
+    dev = "dev"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    env: Env = Field(default=Env.dev, validation_alias=AliasChoices("IVR_ENV", "env"))
+
+    # Services. Empty means "start the embedded one" (ivr dev, tests); production must name them.
+    database_url: str = ""
+    redis_url: str = ""
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "ivr-calls"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+
+    # Where `ivr dev` keeps embedded data and which ports it uses (never 5432/6379).
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / ".ivr", validation_alias=AliasChoices("IVR_DATA_DIR", "data_dir")
+    )
+    embedded_pg_port: int = Field(default=54329, validation_alias="IVR_PG_PORT")
+    embedded_redis_port: int = Field(default=63799, validation_alias="IVR_REDIS_PORT")
+    temporal_port: int = Field(default=7233, validation_alias="IVR_TEMPORAL_PORT")
+    temporal_ui_port: int = Field(default=8233, validation_alias="IVR_TEMPORAL_UI_PORT")
+    api_host: str = Field(default="127.0.0.1", validation_alias="IVR_API_HOST")
+    api_port: int = Field(default=8000, validation_alias="IVR_API_PORT")
+    dashboard_port: int = Field(default=8501, validation_alias="IVR_DASHBOARD_PORT")
+
+    # Secrets.
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEV_JWT_SECRET), validation_alias="IVR_JWT_SECRET"
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_ttl_s: int = Field(default=900, ge=30, validation_alias="IVR_ACCESS_TOKEN_TTL_S")
+    refresh_token_ttl_s: int = Field(
+        default=14 * 24 * 3600, ge=60, validation_alias="IVR_REFRESH_TOKEN_TTL_S"
+    )
+    webhook_token: SecretStr = Field(
+        default=SecretStr(DEV_WEBHOOK_TOKEN), validation_alias="IVR_WEBHOOK_TOKEN"
+    )
+    admin_password: SecretStr = Field(
+        default=SecretStr(DEV_ADMIN_PASSWORD), validation_alias="IVR_ADMIN_PASSWORD"
+    )
+    public_url: str = Field(default="http://127.0.0.1:8000", validation_alias="IVR_PUBLIC_URL")
+
+    # Login throttling: failures per username+IP inside the window before 429.
+    login_max_failures: int = Field(default=10, validation_alias="IVR_LOGIN_MAX_FAILURES")
+    login_failure_window_s: int = Field(default=300, validation_alias="IVR_LOGIN_WINDOW_S")
+
+    # Carrier.
+    exotel_sid: str = ""
+    exotel_api_key: SecretStr | None = None
+    exotel_api_token: SecretStr | None = None
+    exotel_region: Literal["sg", "in"] = "in"
+    twilio_auth_token: SecretStr | None = None
+
+    # Webhook reply budget: past it the adapter answers a safe holding reply.
+    webhook_budget_ms: int = Field(default=2000, ge=100, validation_alias="IVR_WEBHOOK_BUDGET_MS")
+
+    log_level: str = Field(default="INFO", validation_alias="IVR_LOG_LEVEL")
+    log_json: bool = Field(default=True, validation_alias="IVR_LOG_JSON")
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == Env.production
+
+    @property
+    def exotel_base_url(self) -> str:
+        host = "api.in.exotel.com" if self.exotel_region == "in" else "api.exotel.com"
+        return f"https://{host}"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if not self.is_production:
+            return self
+        problems: list[str] = []
+        for name, value, min_len in (
+            ("IVR_JWT_SECRET", self.jwt_secret, 32),
+            ("IVR_WEBHOOK_TOKEN", self.webhook_token, 24),
+        ):
+            raw = value.get_secret_value()
+            if raw in (DEV_JWT_SECRET, DEV_WEBHOOK_TOKEN) or _looks_placeholder(raw):
+                problems.append(f"{name} is missing or a placeholder")
+            elif len(raw) < min_len:
+                problems.append(f"{name} must be at least {min_len} characters")
+        admin = self.admin_password.get_secret_value()
+        if admin == DEV_ADMIN_PASSWORD or len(admin) < 12 or _looks_placeholder(admin):
+            problems.append("IVR_ADMIN_PASSWORD must be set to a non-default value of 12+ chars")
+        for name in ("database_url", "redis_url", "temporal_address"):
+            if not getattr(self, name):
+                problems.append(f"{name.upper()} must be set in production")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+
+def _looks_placeholder(value: str) -> bool:
+    lowered = value.strip().lower()
+    return not lowered or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def generate_secret(nbytes: int = 32) -> str:
+    """A URL-safe random secret, for operators creating production values."""
+    return secrets.token_urlsafe(nbytes)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
