@@ -2,6 +2,11 @@
 
 Enumerations are checked text rather than PostgreSQL enum types: adding a value is then a
 one-line constraint change instead of an `ALTER TYPE` that cannot run inside a transaction.
+
+Indexes for "newest first" reads are plain ascending B-trees ending in `id`: PostgreSQL scans a
+B-tree backwards, so `(started_at, id)` serves `ORDER BY started_at DESC, id DESC` and the keyset
+predicate `(started_at, id) < (:t, :id)` as well as a DESC index would, and it is the form Alembic
+compares without false positives. Order both keys the same way (both DESC) when paginating.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ NODE_TYPES = (
 EXECUTION_STATUSES = ("in_progress", "completed", "failed", "abandoned")
 AGENT_STATUSES = ("offline", "available", "reserved", "on_call", "wrap_up", "break")
 STRATEGIES = ("sequential", "round_robin", "longest_idle", "skills_based", "load_balanced")
+DIRECTIONS = ("inbound", "outbound")
 QUEUE_ENTRY_STATUSES = (
     "waiting", "assigned", "abandoned", "timed_out", "overflowed", "callback_requested",
     "called_back",
@@ -97,7 +103,7 @@ class RefreshToken(Base):
 class AuditLog(Base):
     __tablename__ = "audit_logs"
     __table_args__ = (
-        Index("ix_audit_logs_occurred_at", "occurred_at"),
+        Index("ix_audit_logs_occurred_at", "occurred_at", "id"),
         Index("ix_audit_logs_entity", "entity_type", "entity_id"),
     )
 
@@ -146,6 +152,15 @@ class Flow(TimestampMixin, Base):
             "uq_ivr_flows_name_live", "name", unique=True,
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        # The live pointer must name a version of this same flow. Deferred to commit, so a
+        # publish may set the pointer and insert the version in either order in one transaction;
+        # added after both tables exist (use_alter) because the two tables reference each other.
+        ForeignKeyConstraint(
+            ["id", "live_version"], ["flow_versions.flow_id", "flow_versions.version"],
+            name="fk_ivr_flows_live_version", use_alter=True,
+            deferrable=True, initially="DEFERRED",
+        ),
+        CheckConstraint("draft_revision >= 1", name="draft_revision"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -190,14 +205,18 @@ class FlowConnection(Base):
     __tablename__ = "flow_connections"
     __table_args__ = (
         UniqueConstraint("flow_id", "from_node_key", "port"),
+        # ON UPDATE CASCADE: renaming a node's key in the editor carries its connections along.
         ForeignKeyConstraint(
             ["flow_id", "from_node_key"], ["flow_nodes.flow_id", "flow_nodes.node_key"],
-            ondelete="CASCADE", name="fk_flow_connections_from_node",
+            ondelete="CASCADE", onupdate="CASCADE", name="fk_flow_connections_from_node",
         ),
         ForeignKeyConstraint(
             ["flow_id", "to_node_key"], ["flow_nodes.flow_id", "flow_nodes.node_key"],
-            ondelete="CASCADE", name="fk_flow_connections_to_node",
+            ondelete="CASCADE", onupdate="CASCADE", name="fk_flow_connections_to_node",
         ),
+        # The unique constraint above covers lookups by source node; deleting or renaming a
+        # target node needs this one, or every node delete scans the whole table.
+        Index("ix_flow_connections_to_node", "flow_id", "to_node_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -213,7 +232,10 @@ class FlowVersion(Base):
     """An immutable published snapshot of a flow; calls pin one at start."""
 
     __tablename__ = "flow_versions"
-    __table_args__ = (UniqueConstraint("flow_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("flow_id", "version"),
+        CheckConstraint("version >= 1", name="version"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     flow_id: Mapped[int] = mapped_column(ForeignKey("ivr_flows.id", ondelete="CASCADE"))
@@ -229,6 +251,9 @@ class FlowNumber(Base):
     """A called number (E.164) answered by a flow; numbers not listed go to the default flow."""
 
     __tablename__ = "flow_numbers"
+    # The number is the routing key matched against the carrier's normalised `To`; a number
+    # stored in any other form would silently never match.
+    __table_args__ = (CheckConstraint(r"number ~ '^\+[1-9][0-9]{6,14}$'", name="e164"),)
 
     number: Mapped[str] = mapped_column(String(20), primary_key=True)
     flow_id: Mapped[int] = mapped_column(
@@ -271,10 +296,18 @@ class Queue(TimestampMixin, Base):
     __table_args__ = (
         CheckConstraint(_in("strategy", STRATEGIES), name="strategy"),
         CheckConstraint("max_size > 0 AND max_wait_s > 0", name="limits"),
+        # A zero interval would make every hold segment zero seconds long: a tight poll loop.
+        CheckConstraint("announce_interval_s > 0", name="announce_interval_s"),
+        CheckConstraint("service_level_s > 0", name="service_level_s"),
+        # Queues are soft-deleted; a deleted queue's name must be free for a new one.
+        Index(
+            "uq_queues_name_live", "name", unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str | None] = mapped_column(Text)
     strategy: Mapped[str] = mapped_column(String(16), server_default="longest_idle")
     required_skills: Mapped[dict[str, Any]] = mapped_column(
@@ -304,10 +337,15 @@ class FlowExecution(Base):
     __tablename__ = "flow_executions"
     __table_args__ = (
         CheckConstraint(_in("status", EXECUTION_STATUSES), name="status"),
-        Index("ix_flow_executions_started_at", text("started_at DESC"), "id"),
-        Index("ix_flow_executions_flow_started", "flow_id", text("started_at DESC")),
-        Index("ix_flow_executions_status_started", "status", text("started_at DESC")),
-        Index("ix_flow_executions_caller_started", "caller", text("started_at DESC")),
+        CheckConstraint(_in("direction", DIRECTIONS), name="direction"),
+        # History is paginated by keyset, newest first, optionally filtered by one of these.
+        Index("ix_flow_executions_started_at", "started_at", "id"),
+        Index("ix_flow_executions_flow_started", "flow_id", "started_at", "id"),
+        Index("ix_flow_executions_status_started", "status", "started_at", "id"),
+        Index("ix_flow_executions_caller_started", "caller", "started_at", "id"),
+        # Agent performance and queue reports are per agent/queue over a date range.
+        Index("ix_flow_executions_agent_started", "agent_id", "started_at"),
+        Index("ix_flow_executions_queue_started", "queue_id", "started_at"),
         Index(
             "ix_flow_executions_active", "started_at",
             postgresql_where=text("status = 'in_progress'"),
@@ -333,12 +371,8 @@ class FlowExecution(Base):
     path: Mapped[list[Any]] = mapped_column(JSONB, server_default=_jsonb_default("[]"))
     variables: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=_jsonb_default("{}"))
     recording_url: Mapped[str | None] = mapped_column(String(1024))
-    agent_id: Mapped[int | None] = mapped_column(
-        ForeignKey("agents.id", ondelete="SET NULL"), index=True
-    )
-    queue_id: Mapped[int | None] = mapped_column(
-        ForeignKey("queues.id", ondelete="SET NULL"), index=True
-    )
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
     queue_wait_s: Mapped[float | None] = mapped_column(Float)
 
 
@@ -369,14 +403,16 @@ class CallQueueEntry(Base):
     __tablename__ = "call_queue_entries"
     __table_args__ = (
         CheckConstraint(_in("status", QUEUE_ENTRY_STATUSES), name="status"),
-        Index("ix_call_queue_entries_queue_enqueued", "queue_id", text("enqueued_at DESC")),
+        Index("ix_call_queue_entries_queue_enqueued", "queue_id", "enqueued_at"),
         Index("ix_call_queue_entries_call_sid", "call_sid"),
+        Index("ix_call_queue_entries_agent_enqueued", "agent_id", "enqueued_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
+    # Indexed: the SET NULL on deleting an execution (retention purge) must not scan the table.
     execution_id: Mapped[int | None] = mapped_column(
-        ForeignKey("flow_executions.id", ondelete="SET NULL")
+        ForeignKey("flow_executions.id", ondelete="SET NULL"), index=True
     )
     call_sid: Mapped[str] = mapped_column(String(64))
     caller: Mapped[str | None] = mapped_column(String(20))
@@ -395,7 +431,9 @@ class VoiceCallback(TimestampMixin, Base):
     __tablename__ = "voice_callbacks"
     __table_args__ = (
         CheckConstraint(_in("status", CALLBACK_STATUSES), name="status"),
+        CheckConstraint("max_attempts >= 1 AND retry_delay_s >= 0", name="retry"),
         Index("ix_voice_callbacks_status_scheduled", "status", "scheduled_at"),
+        Index("ix_voice_callbacks_queue_status", "queue_id", "status"),
         Index(
             "uq_voice_callbacks_idempotency_key", "idempotency_key", unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
@@ -439,6 +477,6 @@ class SmsCallback(Base):
     detailed_status: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=_jsonb_default("{}"))
     callback_id: Mapped[int | None] = mapped_column(
-        ForeignKey("voice_callbacks.id", ondelete="SET NULL")
+        ForeignKey("voice_callbacks.id", ondelete="SET NULL"), index=True
     )
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
