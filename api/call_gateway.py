@@ -1,0 +1,233 @@
+"""The real CallGateway: carrier events to CallWorkflow updates, inside the webhook budget.
+
+- The first data-less event of a call starts its workflow with update-with-start (conflict
+  policy USE_EXISTING, so a carrier retry never starts a second one; reuse policy
+  REJECT_DUPLICATE, so a finished call is never restarted by a late webhook).
+- Update ids come from the carrier request, so a retried webhook never advances the call twice.
+- If the workflow has not answered inside the budget, the caller gets a short hold and the
+  original update is remembered in Redis; the next webhook of that call re-sends it under the
+  same update id, so Temporal hands back the reply the caller never heard (or runs it now,
+  if it never reached a worker). The call goes on; nothing is skipped.
+- The last reply is cached in Redis so Exotel's applet endpoints (greeting, gather, connect)
+  read it without a workflow query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.carriers.gateway import CallOver, UnknownCall
+from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
+from core.config import Settings
+from core.metrics import FALLBACK_REPLIES
+from core.telephony import CallEvent, Dialect, Pause, Reply, Say, expected_duration_s
+from core.temporal import CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
+
+log = structlog.get_logger(__name__)
+
+HOLD_TEXT = "Please stay on the line."
+REPLY_TTL_S = 6 * 3600
+
+
+class FlowNotFound(LookupError):
+    """No published flow answers this number and no default flow is published."""
+
+
+FlowResolver = Callable[[str | None], Awaitable[tuple[int, int, str, dict[str, Any]] | None]]
+
+
+def _caller_hash(caller: str | None) -> str:
+    return hashlib.sha256((caller or "anonymous").encode()).hexdigest()[:16]
+
+
+class TemporalCallGateway:
+    def __init__(
+        self,
+        client: Client,
+        redis: aioredis.Redis,
+        settings: Settings,
+        resolve_flow: FlowResolver,
+    ) -> None:
+        self.client = client
+        self.redis = redis
+        self.settings = settings
+        self.resolve_flow = resolve_flow
+        self.budget_s = settings.webhook_budget_ms / 1000
+
+    # --- keys ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _fallback_key(call_sid: str) -> str:
+        return f"call:{call_sid}:undelivered"
+
+    @staticmethod
+    def _reply_key(call_sid: str) -> str:
+        return f"call:{call_sid}:reply"
+
+    # --- CallGateway ---------------------------------------------------------------------
+
+    async def advance(
+        self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
+    ) -> Reply:
+        undelivered = await self.redis.hgetall(self._fallback_key(event.call_sid))
+        if undelivered:
+            # The caller never heard our last answer: ask for it again under its own id.
+            event = CallEvent.model_validate_json(undelivered["event"])
+            update_id = undelivered["update_id"]
+            start = undelivered.get("start") == "1"
+        try:
+            reply = await asyncio.wait_for(
+                self._send(event, update_id=update_id, dialect=dialect, start=start),
+                timeout=self.budget_s,
+            )
+        except TimeoutError:
+            return await self._fallback(event, update_id, start)
+        if undelivered:
+            await self.redis.delete(self._fallback_key(event.call_sid))
+        await self.redis.set(
+            self._reply_key(event.call_sid), reply.model_dump_json(), ex=REPLY_TTL_S
+        )
+        return reply
+
+    async def pending(self, call_sid: str) -> Reply | None:
+        if await self.redis.exists(self._fallback_key(call_sid)):
+            return self._hold_reply()
+        cached = await self.redis.get(self._reply_key(call_sid))
+        if cached:
+            return Reply.model_validate_json(cached)
+        handle = self.client.get_workflow_handle(call_workflow_id(call_sid))
+        try:
+            return await handle.query("pending", result_type=Reply | None)  # type: ignore[arg-type]
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownCall(call_sid) from err
+            raise
+
+    async def end(self, event: CallEvent) -> None:
+        handle = self.client.get_workflow_handle(call_workflow_id(event.call_sid))
+        try:
+            await handle.signal(END_SIGNAL, event)
+        except RPCError as err:
+            # Unknown or already finished: a status callback for a call we no longer run.
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            log.info("status_for_finished_call", call_sid=event.call_sid)
+        await self.redis.delete(self._fallback_key(event.call_sid))
+
+    # --- internals -----------------------------------------------------------------------
+
+    async def _send(
+        self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
+    ) -> Reply:
+        workflow_id = call_workflow_id(event.call_sid)
+        try:
+            if not start:
+                handle = self.client.get_workflow_handle(workflow_id)
+                return await handle.execute_update(
+                    ADVANCE_UPDATE, event, id=update_id, result_type=Reply
+                )
+            operation = await self._start_operation(event, dialect, workflow_id)
+            return await self.client.execute_update_with_start_workflow(
+                ADVANCE_UPDATE,
+                event,
+                start_workflow_operation=operation,
+                id=update_id,
+                result_type=Reply,
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = getattr(err.cause, "type", None)
+            if cause == "CallOver":
+                raise CallOver(event.call_sid) from err
+            raise
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownCall(event.call_sid) from err
+            if err.status == RPCStatusCode.ALREADY_EXISTS or "already completed" in str(err).lower():
+                raise CallOver(event.call_sid) from err
+            raise
+
+    async def _start_operation(
+        self, event: CallEvent, dialect: Dialect, workflow_id: str
+    ) -> WithStartWorkflowOperation[Any, Any]:
+        resolved = await self.resolve_flow(event.called)
+        if resolved is None:
+            raise FlowNotFound(event.called or "")
+        flow_id, version, flow_name, definition = resolved
+        start = CallStart(
+            call_sid=event.call_sid,
+            dialect=dialect,
+            carrier=event.carrier,
+            direction=event.direction,
+            caller=event.caller,
+            called=event.called,
+            custom_field=event.custom_field,
+            flow_id=flow_id,
+            flow_version=version,
+            flow_name=flow_name,
+            definition=definition,
+        )
+        return WithStartWorkflowOperation(
+            CALL_WORKFLOW,
+            start,
+            id=workflow_id,
+            task_queue=self.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            execution_timeout=timedelta(hours=6),
+            search_attributes=TypedSearchAttributes(
+                [
+                    FLOW_ID.value_set(flow_id),
+                    FLOW_VERSION.value_set(version),
+                    CALLER_HASH.value_set(_caller_hash(event.caller)),
+                ]
+            ),
+        )
+
+    async def _fallback(self, event: CallEvent, update_id: str, start: bool) -> Reply:
+        FALLBACK_REPLIES.inc()
+        log.warning("webhook_budget_exceeded", call_sid=event.call_sid, update_id=update_id,
+                    budget_ms=self.settings.webhook_budget_ms)
+        key = self._fallback_key(event.call_sid)
+        await self.redis.hset(
+            key,
+            mapping={
+                "event": event.model_dump_json(),
+                "update_id": update_id,
+                "start": "1" if start else "0",
+                "at": str(time.time()),
+            },
+        )
+        await self.redis.expire(key, REPLY_TTL_S)
+        return self._hold_reply()
+
+    @staticmethod
+    def _hold_reply() -> Reply:
+        instructions = [Say(text=HOLD_TEXT), Pause(seconds=2)]
+        return Reply(instructions=instructions, expected_duration_s=expected_duration_s(instructions))
+
+
+__all__ = [
+    "FlowNotFound",
+    "TemporalCallGateway",
+    "WorkflowUpdateRPCTimeoutOrCancelledError",
+]

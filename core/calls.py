@@ -1,0 +1,107 @@
+"""The call workflow's inputs, outputs and live state: shared by the API, worker and CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from core.telephony import Dialect, Reply, Wire
+
+# Names the API uses to reach the workflow, kept here so the API never imports workflow code.
+CALL_WORKFLOW = "CallWorkflow"
+ADVANCE_UPDATE = "advance"
+END_SIGNAL = "end"
+STATE_QUERY = "state"
+
+# Ceilings that keep one call from running away (a flow bug, a caller looping a menu).
+MAX_STEPS_PER_TURN = 50
+MAX_TURNS_PER_CALL = 200
+
+
+class CallStart(Wire):
+    """Everything a call needs to run: the flow is pinned here, so edits never touch it."""
+
+    call_sid: str
+    dialect: Dialect = Dialect.exotel
+    carrier: str = "exotel"
+    direction: str = "inbound"
+    caller: str | None = None
+    called: str | None = None
+    custom_field: str | None = None
+    flow_id: int | None = None
+    flow_version: int | None = None
+    flow_name: str | None = None
+    definition: dict[str, Any]
+    grace_s: float = 20.0
+
+
+class NodeVisit(Wire):
+    seq: int
+    node_id: str
+    node_type: str
+    node_name: str | None = None
+    entered_at: datetime
+    exited_at: datetime | None = None
+    port: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallOutcome(Wire):
+    call_sid: str
+    status: str  # completed | abandoned | failed
+    reason: str
+    turns: int
+    duration_s: float
+    path: list[str]
+    recording_url: str | None = None
+
+
+class CallState(Wire):
+    """What the `state` query shows: where the call is and what it is waiting for."""
+
+    call_sid: str
+    flow_id: int | None
+    flow_version: int | None
+    status: str
+    current_node: str | None
+    variables: dict[str, Any]
+    pending: Reply | None
+    turn: int
+    history: list[NodeVisit]
+    started_at: datetime
+    waiting_since: datetime | None = None
+
+
+# --- activity inputs (one model each, so adding a field never breaks a running call) ---------
+
+
+class CallStartedRecord(Wire):
+    call_sid: str
+    workflow_id: str
+    flow_id: int | None
+    flow_version: int | None
+    carrier: str
+    direction: str
+    caller: str | None
+    called: str | None
+    started_at: datetime
+
+
+class VisitsRecord(Wire):
+    call_sid: str
+    visits: list[NodeVisit]
+    current_node: str | None
+    path: list[str]
+
+
+class CallFinalRecord(Wire):
+    call_sid: str
+    status: str
+    reason: str
+    ended_at: datetime
+    duration_s: float
+    path: list[str]
+    variables: dict[str, Any]
+    recording_url: str | None = None

@@ -1,0 +1,382 @@
+"""CallWorkflow: one phone call, walking a pinned flow version, one carrier turn per update.
+
+Each webhook reaches `advance` as an update and gets back the segment of instructions to
+render. Non-interactive nodes run inside the same turn. The call ends by the carrier's status
+callback (`end` signal), by a final hang-up reply, or — since Exotel says nothing when an
+inbound caller hangs up — when no webhook returns within the pending reply's expected
+duration plus a grace period. Every ending goes through `_finish`, which writes the final
+record exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from core.calls import (
+        MAX_STEPS_PER_TURN,
+        MAX_TURNS_PER_CALL,
+        CallFinalRecord,
+        CallOutcome,
+        CallStart,
+        CallStartedRecord,
+        CallState,
+        NodeVisit,
+        VisitsRecord,
+    )
+    from core.flows.schema import FlowDefinition
+    from core.telephony import (
+        CallEvent,
+        EventKind,
+        Hangup,
+        Instruction,
+        Reply,
+        Say,
+        expected_duration_s,
+        segment,
+    )
+    from workflows.nodes import GOODBYE, HANDLERS, Step, render
+
+CURRENT_NODE = SearchAttributeKey.for_keyword("CurrentNode")
+CALL_STATUS = SearchAttributeKey.for_keyword("CallStatus")
+
+# DB writes must never be lost: retry until the database is back, but don't hold the caller.
+WRITE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+WRITE_TIMEOUT = timedelta(seconds=10)
+# How long to wait for the very first webhook's update after a start without one.
+FIRST_TURN_WAIT_S = 60.0
+
+
+class _Ctx:
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self.variables = variables
+        self.node_state: dict[str, Any] = {}
+
+    def render(self, template: str | None) -> str:
+        return render(template, self.variables)
+
+
+@workflow.defn(name="CallWorkflow")
+class CallWorkflow:
+    @workflow.init
+    def __init__(self, start: CallStart) -> None:
+        self.start = start
+        self.flow = FlowDefinition.model_validate(start.definition)
+        self.ctx = _Ctx(
+            {
+                "call_sid": start.call_sid,
+                "caller": start.caller or "",
+                "called": start.called or "",
+                "direction": start.direction,
+                "custom_field": start.custom_field or "",
+            }
+        )
+        self.started_at = workflow.now()
+        self.status = "in_progress"
+        self.turn = 0
+        self.node_id: str | None = None  # the node waiting for the carrier
+        self.visits: list[NodeVisit] = []
+        self.unsent_visits: dict[int, NodeVisit] = {}
+        self.queued: list[list[Instruction]] = []  # segments still to hand out this turn
+        self.pending: Reply | None = None
+        self.pending_since: datetime | None = None
+        self.final_sent = False
+        self.hangup_reason: str | None = None
+        self.end_event: CallEvent | None = None
+        self.progress = 0  # bumped on every turn, so the run loop re-arms its deadline
+        self.writes: list[asyncio.Task[Any]] = []
+        self.finished = False
+
+    # --- run: wait for the end ---------------------------------------------------------
+
+    @workflow.run
+    async def run(self, start: CallStart) -> CallOutcome:
+        self._write(
+            "record_call_started",
+            CallStartedRecord(
+                call_sid=start.call_sid,
+                workflow_id=workflow.info().workflow_id,
+                flow_id=start.flow_id,
+                flow_version=start.flow_version,
+                carrier=start.carrier,
+                direction=start.direction,
+                caller=start.caller,
+                called=start.called,
+                started_at=self.started_at,
+            ),
+        )
+        status, reason = await self._wait_for_end()
+        return await self._finish(status, reason)
+
+    async def _wait_for_end(self) -> tuple[str, str]:
+        while True:
+            seen = self.progress
+            timeout = self._deadline_s()
+            try:
+                await workflow.wait_condition(
+                    lambda seen=seen: self.progress != seen
+                    or self.end_event is not None
+                    or (self.final_sent and workflow.all_handlers_finished()),
+                    timeout=timeout,
+                )
+            except TimeoutError:
+                return self._silent_end()
+            if self.end_event is not None:
+                return self._status_from_carrier(self.end_event)
+            if self.final_sent and workflow.all_handlers_finished():
+                return "completed", self.hangup_reason or "completed"
+
+    def _deadline_s(self) -> float:
+        if self.pending is None:
+            return FIRST_TURN_WAIT_S
+        return max(1.0, self.pending.expected_duration_s) + self.start.grace_s
+
+    def _silent_end(self) -> tuple[str, str]:
+        """No webhook came back in time: the caller hung up somewhere we cannot see."""
+        waiting_on = self.pending.terminal if self.pending else None
+        if waiting_on is not None and waiting_on.kind == "dial":
+            return "completed", "ended_during_dial"
+        return "abandoned", "no_webhook"
+
+    def _status_from_carrier(self, event: CallEvent) -> tuple[str, str]:
+        carrier_status = (event.call_status or "completed").lower()
+        if carrier_status in ("failed", "busy", "no-answer", "canceled"):
+            return "failed", f"carrier_{carrier_status}"
+        if self.final_sent:
+            return "completed", self.hangup_reason or "completed"
+        waiting_on = self.pending.terminal if self.pending else None
+        if waiting_on is not None and waiting_on.kind == "dial":
+            return "completed", "caller_hung_up_after_dial"
+        return "abandoned", "caller_hung_up"
+
+    async def _finish(self, status: str, reason: str) -> CallOutcome:
+        """The one end path: close the open visit, flush writes, write the final record once."""
+        self.finished = True
+        now = workflow.now()
+        if self.visits and self.visits[-1].exited_at is None:
+            self._close_visit(self.visits[-1], port=None, at=now)
+        self.status = status
+        self._flush_visits()
+        workflow.upsert_search_attributes([CALL_STATUS.value_set(status)])
+        duration = (now - self.started_at).total_seconds()
+        path = [v.node_id for v in self.visits]
+        recording = self.ctx.variables.get("recording_url") or None
+        if self.writes:
+            await asyncio.gather(*self.writes)
+        await workflow.execute_activity(
+            "finalize_call",
+            CallFinalRecord(
+                call_sid=self.start.call_sid,
+                status=status,
+                reason=reason,
+                ended_at=now,
+                duration_s=duration,
+                path=path,
+                variables=self.ctx.variables,
+                recording_url=recording,
+            ),
+            start_to_close_timeout=WRITE_TIMEOUT,
+            retry_policy=WRITE_RETRY,
+        )
+        return CallOutcome(
+            call_sid=self.start.call_sid,
+            status=status,
+            reason=reason,
+            turns=self.turn,
+            duration_s=duration,
+            path=path,
+            recording_url=recording,
+        )
+
+    # --- the carrier's turns -----------------------------------------------------------
+
+    @workflow.update(name="advance")
+    async def advance(self, event: CallEvent) -> Reply:
+        self.turn += 1
+        self.progress += 1
+        if event.call_status:
+            self.ctx.variables["call_status"] = event.call_status
+        if self.turn > MAX_TURNS_PER_CALL:
+            return self._hand_out([Say(text=GOODBYE), Hangup(reason="max_turns")], "max_turns")
+        if self.queued and event.kind == EventKind.resumed:
+            # The carrier played the previous piece of this turn (Exotel: one applet a turn).
+            piece = self.queued.pop(0)
+            return self._reply(piece)
+        self.queued = []
+        try:
+            return self._walk(event)
+        except ApplicationError:
+            raise
+        except Exception as err:  # a flow the validator let through, or a handler bug
+            workflow.logger.exception("flow error on call %s", self.start.call_sid)
+            self.ctx.variables["error"] = type(err).__name__
+            return self._hand_out(
+                [Say(text="Sorry, something went wrong. Please call again later."),
+                 Hangup(reason="flow_error")],
+                "flow_error",
+            )
+
+    @advance.validator
+    def _validate_advance(self, event: CallEvent) -> None:
+        if self.finished or self.end_event is not None:
+            raise ApplicationError("call is over", type="CallOver", non_retryable=True)
+        if event.call_sid != self.start.call_sid:
+            raise ApplicationError("event for another call", type="WrongCall")
+
+    @workflow.signal(name="end")
+    def end(self, event: CallEvent) -> None:
+        if self.end_event is None:
+            self.end_event = event
+
+    @workflow.query(name="state")
+    def state(self) -> CallState:
+        return CallState(
+            call_sid=self.start.call_sid,
+            flow_id=self.start.flow_id,
+            flow_version=self.start.flow_version,
+            status=self.status,
+            current_node=self.node_id,
+            variables=self.ctx.variables,
+            pending=self.pending,
+            turn=self.turn,
+            history=self.visits,
+            started_at=self.started_at,
+            waiting_since=self.pending_since,
+        )
+
+    @workflow.query(name="pending")
+    def pending_reply(self) -> Reply | None:
+        return self.pending
+
+    # --- walking the graph -------------------------------------------------------------
+
+    def _walk(self, event: CallEvent) -> Reply:
+        emitted: list[Instruction] = []
+        if self.node_id is None:
+            node_id: str | None = self.flow.entry().id
+            step = self._enter(node_id)
+        else:
+            node_id = self.node_id
+            node = self.flow.node(node_id)
+            step = HANDLERS[node.type].resume(self.ctx, node, event)
+            self._note(step)
+        for _ in range(MAX_STEPS_PER_TURN):
+            emitted.extend(step.emit)
+            if step.hangup_reason is not None:
+                return self._hand_out(emitted, step.hangup_reason)
+            if step.wait:
+                self.node_id = node_id
+                return self._reply_segments(emitted)
+            next_id = self._next(node_id, step)
+            self._close_visit(self.visits[-1], port=step.port, at=workflow.now())
+            if next_id is None:
+                # An unconnected port: end politely rather than leave the caller in silence.
+                emitted.extend([Say(text=GOODBYE), Hangup(reason="end_of_flow")])
+                return self._hand_out(emitted, "end_of_flow")
+            node_id = next_id
+            step = self._enter(node_id)
+        raise ApplicationError(f"more than {MAX_STEPS_PER_TURN} nodes in one turn")
+
+    def _next(self, node_id: str, step: Step) -> str | None:
+        for port in (step.port, *step.alternates):
+            if port is None:
+                continue
+            target = self.flow.next(node_id, port)
+            if target is not None:
+                step.port = port
+                return target
+        return None
+
+    def _enter(self, node_id: str) -> Step:
+        node = self.flow.node(node_id)
+        self.ctx.node_state = {}
+        visit = NodeVisit(
+            seq=len(self.visits),
+            node_id=node.id,
+            node_type=node.type,
+            node_name=node.name,
+            entered_at=workflow.now(),
+        )
+        self.visits.append(visit)
+        self.unsent_visits[visit.seq] = visit
+        step = HANDLERS[node.type].enter(self.ctx, node)
+        self._note(step)
+        return step
+
+    def _note(self, step: Step) -> None:
+        if step.data and self.visits:
+            last = self.visits[-1]
+            merged = NodeVisit.model_validate(
+                {**last.model_dump(), "data": {**last.data, **step.data}}
+            )
+            self.visits[-1] = merged
+            self.unsent_visits[merged.seq] = merged
+
+    def _close_visit(self, visit: NodeVisit, *, port: str | None, at: datetime) -> None:
+        closed = visit.model_copy(update={"exited_at": at, "port": port})
+        self.visits[visit.seq] = closed
+        self.unsent_visits[closed.seq] = closed
+
+    # --- replies -----------------------------------------------------------------------
+
+    def _hand_out(self, instructions: list[Instruction], reason: str) -> Reply:
+        self.hangup_reason = reason
+        self.node_id = self.visits[-1].node_id if self.visits else None
+        return self._reply_segments(instructions)
+
+    def _reply_segments(self, instructions: list[Instruction]) -> Reply:
+        pieces = segment(instructions, self.start.dialect) or [[Say(text=GOODBYE)]]
+        self.queued = pieces[1:]
+        return self._reply(pieces[0])
+
+    def _reply(self, piece: list[Instruction]) -> Reply:
+        final = any(isinstance(i, Hangup) for i in piece)
+        reply = Reply(
+            instructions=piece,
+            expected_duration_s=expected_duration_s(piece),
+            turn=self.turn,
+            final=final,
+        )
+        self.pending = reply
+        self.pending_since = workflow.now()
+        if final:
+            self.final_sent = True
+        self._flush_visits()
+        if self.node_id is not None:
+            workflow.upsert_search_attributes([CURRENT_NODE.value_set(self.node_id)])
+        return reply
+
+    # --- fire-and-forget writes --------------------------------------------------------
+
+    def _flush_visits(self) -> None:
+        if not self.unsent_visits:
+            return
+        record = VisitsRecord(
+            call_sid=self.start.call_sid,
+            visits=[self.unsent_visits[k] for k in sorted(self.unsent_visits)],
+            current_node=self.node_id,
+            path=[v.node_id for v in self.visits],
+        )
+        self.unsent_visits = {}
+        self._write("record_node_visits", record)
+
+    def _write(self, activity: str, arg: Any) -> None:
+        """Start a DB write without awaiting it: the caller's turn never waits for analytics."""
+        self.writes = [w for w in self.writes if not w.done()]
+        self.writes.append(
+            workflow.start_activity(
+                activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
+            )
+        )
+
