@@ -1,0 +1,1 @@
+"""Carrier adapters: every carrier quirk lives here; the rest of the system sees CallEvent and Reply."""

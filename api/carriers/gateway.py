@@ -1,0 +1,61 @@
+"""The seam between carrier adapters and the call engine.
+
+Adapters parse webhooks into `CallEvent`s and render `Reply`s; everything about how a call is
+run (Temporal, the webhook budget fallback, caching) sits behind `CallGateway`. Routers get it
+from `request.app.state.call_gateway`, so tests mount the same routers over a scripted fake.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+
+from core.telephony import CallEvent, Dialect, Reply
+
+
+class UnknownCall(LookupError):
+    """No call with this CallSid is running (and the event may not start one)."""
+
+    def __init__(self, call_sid: str) -> None:
+        super().__init__(f"no call {call_sid}")
+        self.call_sid = call_sid
+
+
+class CallOver(RuntimeError):
+    """The call has already ended; nothing more can be asked of it."""
+
+    def __init__(self, call_sid: str) -> None:
+        super().__init__(f"call {call_sid} is over")
+        self.call_sid = call_sid
+
+
+class CallGateway(Protocol):
+    async def advance(
+        self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
+    ) -> Reply:
+        """Send `event` to the call's workflow as an update and return the segment to render.
+
+        `start=True` uses update-with-start (a first webhook starts the call; a retry of it
+        lands on the same workflow). The same `update_id` twice returns the same reply without
+        advancing the call. Raises `UnknownCall` (start=False and no such call) or `CallOver`.
+        """
+        ...
+
+    async def pending(self, call_sid: str) -> Reply | None:
+        """The reply last handed out to the carrier (Exotel's applets read it); no side effects.
+
+        Raises `UnknownCall` for a call that never existed; None when nothing is pending.
+        """
+        ...
+
+    async def end(self, event: CallEvent) -> None:
+        """The carrier says the call is over (status callback); idempotent."""
+        ...
+
+
+def get_call_gateway(request: Request) -> CallGateway:
+    return request.app.state.call_gateway  # type: ignore[no-any-return]
+
+
+CallGatewayDep = Annotated[CallGateway, Depends(get_call_gateway)]
