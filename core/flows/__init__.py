@@ -1,0 +1,1 @@
+"""Flows: the typed graph model, its validation, prompt templates and output ports (pure)."""
