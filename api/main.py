@@ -1,0 +1,106 @@
+"""The API application: `uvicorn api.main:create_app --factory`.
+
+Nothing connects at import. The lifespan builds the database engine, the Redis client and
+(in the background, with retries) the Temporal client, and keeps them on `app.state`; the API
+serves, and `/health` says what is down, even while Temporal is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import include_routers
+from core.config import Settings, get_settings
+from core.db.session import make_engine, make_sessionmaker
+from core.logging import configure_logging
+from core.redis import make_redis
+from core.security import dummy_password_hash
+
+log = structlog.stdlib.get_logger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+TEMPORAL_RETRY_MAX_S = 30.0
+
+_DESCRIPTION = """
+IVR and contact-centre routing. JSON bodies are camelCase.
+
+Authenticate with **Authorize** (username and password), or `POST /api/auth/login` and send
+`Authorization: Bearer <accessToken>`. Errors are `{"error": code, "detail": message}`.
+"""
+
+
+async def _connect_temporal(app: FastAPI, settings: Settings) -> None:
+    """Connect to Temporal, retrying with backoff until it answers or the app stops."""
+    from core.temporal import connect, temporal_target
+
+    delay_s = 0.5
+    while True:
+        try:
+            app.state.temporal = await connect(settings)
+        except Exception as exc:
+            log.warning(
+                "temporal_connect_failed",
+                target=temporal_target(settings),
+                error=str(exc),
+                retry_in_s=delay_s,
+            )
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, TEMPORAL_RETRY_MAX_S)
+        else:
+            log.info("temporal_connected", target=temporal_target(settings))
+            return
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set (run `ivr dev`, or set DATABASE_URL)")
+    engine = make_engine(settings.database_url)
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.redis = make_redis(settings.redis_url)
+    app.state.temporal = None
+    temporal_task = asyncio.create_task(_connect_temporal(app, settings), name="temporal-connect")
+    # The first login would otherwise pay for building the dummy hash (timing-equalisation).
+    await asyncio.to_thread(dummy_password_hash)
+    log.info("api_started", env=settings.env.value)
+    try:
+        yield
+    finally:
+        temporal_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await temporal_task
+        await app.state.redis.aclose()
+        await engine.dispose()
+        log.info("api_stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; with no argument, settings come from the environment."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="IVR platform API",
+        version="0.1.0",
+        description=_DESCRIPTION,
+        docs_url="/api/docs",
+        redoc_url="/api/redoc",
+        openapi_url="/api/openapi.json",
+        swagger_ui_parameters={"persistAuthorization": True},
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    include_routers(app)
+    return app

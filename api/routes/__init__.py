@@ -1,0 +1,34 @@
+"""Every router of the API, in one list: a new area adds one line to ROUTERS.
+
+Each router carries its own prefix and tags (`APIRouter(prefix="/api/flows", tags=["flows"])`).
+Entries are "module:attribute" strings so this package imports nothing until the app is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import APIRouter, FastAPI
+
+ROUTERS: tuple[str, ...] = (
+    "api.routes.health:router",
+    "api.routes.auth:router",
+    "api.routes.users:router",
+    "api.routes.users:audit_router",
+)
+
+
+def load_routers() -> list[APIRouter]:
+    routers: list[APIRouter] = []
+    for spec in ROUTERS:
+        module_name, _, attribute = spec.partition(":")
+        router = getattr(importlib.import_module(module_name), attribute or "router")
+        if not isinstance(router, APIRouter):
+            raise TypeError(f"{spec} is not an APIRouter")
+        routers.append(router)
+    return routers
+
+
+def include_routers(app: FastAPI) -> None:
+    for router in load_routers():
+        app.include_router(router)
