@@ -399,7 +399,8 @@ MAX_API_BODY_CHARS = 16_000
 class ApiConfig(FlowModel):
     TEMPLATE_FIELDS = ("url",)  # headers and string leaves of body are checked too
 
-    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")]
+    # A template ("https://crm.example.in/c/{{ caller }}"): the scheme must be literal.
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s][^\r\n]*$")]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
         default=None, max_length=20
