@@ -1,0 +1,1 @@
+"""The `ivr` command-line tool (entry point: `cli.main:app`)."""
