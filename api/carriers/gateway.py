@@ -7,11 +7,18 @@ from `request.app.state.call_gateway`, so tests mount the same routers over a sc
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Protocol
 
+import structlog
 from fastapi import Depends, Request
 
 from core.telephony import CallEvent, Dialect, Reply
+
+log = structlog.get_logger(__name__)
+
+# Carriers retry a status callback not answered in time (Exotel: 200 within 15 s).
+END_TIMEOUT_S = 5.0
 
 
 class UnknownCall(LookupError):
@@ -59,3 +66,17 @@ def get_call_gateway(request: Request) -> CallGateway:
 
 
 CallGatewayDep = Annotated[CallGateway, Depends(get_call_gateway)]
+
+
+async def deliver_end(gateway: CallGateway, event: CallEvent) -> None:
+    """Pass a status callback on without ever failing the carrier's request.
+
+    A call we no longer run needs nothing; a signal that cannot be delivered only delays the
+    end, since the workflow ends a silent call by itself.
+    """
+    try:
+        await asyncio.wait_for(gateway.end(event), timeout=END_TIMEOUT_S)
+    except (UnknownCall, CallOver):
+        log.info("status_for_call_not_running", call_sid=event.call_sid)
+    except Exception:
+        log.exception("status_not_delivered", call_sid=event.call_sid)
