@@ -1,0 +1,1 @@
+"""Benchmarks: the raw-Temporal baseline that `ivr loadtest --baseline` measures against."""
