@@ -1,6 +1,7 @@
 """Carrier adapters: every carrier quirk stays here; the rest sees CallEvent and Reply only.
 
 - `exotel`: Exotel's universal app (`/api/exotel/{token}/...`), one applet per turn.
+- `xml`: TwiML / ExoML-style `<Response>` at the original `/api/ivr/*` paths.
 - `gateway`: the `CallGateway` seam both talk to (`app.state.call_gateway`).
 """
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 def include_carrier_routers(app: FastAPI) -> None:
     """Mount every carrier webhook; the app sets `state.call_gateway` and `state.settings`."""
-    from api.carriers import exotel
+    from api.carriers import exotel, xml
 
     app.include_router(exotel.router)
+    app.include_router(xml.router)
