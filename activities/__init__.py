@@ -1,0 +1,39 @@
+"""Activities: every side effect a workflow needs (DB, Redis, HTTP, carrier REST).
+
+`build_activities(settings)` is the worker's registry. It owns the dependencies activity
+classes receive (engine and session maker now; Redis and HTTP clients as they are needed),
+yields the list of activity callables, and closes the dependencies when the worker stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.calls import CallActivities
+from core.config import Settings
+from core.db.session import make_engine, make_sessionmaker
+
+
+def _database_url(settings: Settings) -> str:
+    # Empty means the embedded server `ivr dev` runs (which always passes DATABASE_URL).
+    embedded = f"postgresql://postgres@127.0.0.1:{settings.embedded_pg_port}/ivr"
+    return settings.database_url or embedded
+
+
+@asynccontextmanager
+async def build_activities(settings: Settings) -> AsyncIterator[list[Callable[..., Any]]]:
+    """Yield every activity callable, bound to dependencies built from `settings`."""
+    engine = make_engine(_database_url(settings))  # connects lazily, on first use
+    try:
+        yield _activities(make_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+def _activities(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Callable[..., Any]]:
+    """Every activity, from each activity class built once with its dependencies."""
+    return [*CallActivities(sessionmaker).all()]
