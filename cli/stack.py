@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -690,13 +691,33 @@ def _child_env(settings: Settings, backing: Backing) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _stage(settings: Settings, what: str) -> Iterator[None]:
+    """Turn an unexpected failure of `what` into one readable line; traceback to a log file."""
+    try:
+        yield
+    except StackError:
+        raise
+    except Exception as exc:
+        log_path = logs_dir(settings) / "ivr-dev.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what} failed\n")
+            traceback.print_exception(exc, file=log)
+        summary = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise StackError(
+            f"{what} failed: {type(exc).__name__}: {summary}\n  traceback: {log_path}"
+        ) from exc
+
+
 async def _migrate_and_seed(
     settings: Settings, backing: Backing, say: Callable[[str], None]
 ) -> None:
     from core.db import migrate
 
     say("migrating the database")
-    await asyncio.to_thread(migrate.upgrade, backing.database_url)
+    with _stage(settings, "migration"):
+        await asyncio.to_thread(migrate.upgrade, backing.database_url)
     try:
         from core.seed import run_seed  # type: ignore[import-not-found]
     except ImportError as exc:
@@ -705,15 +726,15 @@ async def _migrate_and_seed(
         say("no core.seed yet: skipping the seed")
         return
     say("seeding")
-    await run_seed(
-        settings.model_copy(
-            update={
-                "database_url": backing.database_url,
-                "redis_url": backing.redis_url,
-                "temporal_address": backing.temporal_address,
-            }
-        )
+    seed_settings = settings.model_copy(
+        update={
+            "database_url": backing.database_url,
+            "redis_url": backing.redis_url,
+            "temporal_address": backing.temporal_address,
+        }
     )
+    with _stage(settings, "seed"):
+        await run_seed(seed_settings)
 
 
 def _app_children(settings: Settings, sup: Supervisor, env: dict[str, str]) -> list[Child]:
