@@ -1,0 +1,312 @@
+"""The `ivr` command: its commands, `ivr db` on real databases, and `ivr dev` end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+import pytest_asyncio
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.stack import free_port, port_in_use
+from core.db import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+IVR = Path(sys.executable).parent / "ivr"
+SERVICE_URL_VARS = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS")
+
+runner = CliRunner()
+
+
+def _dsn(url: str, database: str | None = None) -> str:
+    u = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+@pytest_asyncio.fixture
+async def empty_db(services) -> AsyncIterator[str]:
+    name = f"ivr_cli_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(_dsn(services.pg_admin_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield _dsn(services.pg_admin_url, name)
+    admin = await asyncpg.connect(_dsn(services.pg_admin_url))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    """A child environment with no service URLs (so embedded ones start) plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_URL_VARS}
+    env.update(overrides)
+    return env
+
+
+def _ivr(*args: str, env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(IVR), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("dev", "db", "seed"):
+        assert re.search(rf"^\W*{command}\b", result.output, re.MULTILINE), result.output
+    result = runner.invoke(app, ["db", "--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("upgrade", "downgrade", "check", "current"):
+        assert command in result.output
+
+
+def test_db_commands_on_database_url(empty_db: str) -> None:
+    env = {"DATABASE_URL": empty_db}
+
+    def ivr(*args: str):
+        return runner.invoke(app, list(args), env=env)
+
+    assert ivr("db", "current").output.strip() == "none"
+    drift = ivr("db", "check")
+    assert drift.exit_code == 1
+    assert "ivr db upgrade" in drift.output
+
+    upgraded = ivr("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert ivr("db", "current").output.strip() == migrate.head()
+    checked = ivr("db", "check")
+    assert checked.exit_code == 0, checked.output
+    assert "matches" in checked.output
+
+    downgraded = ivr("db", "downgrade", "base")
+    assert downgraded.exit_code == 0, downgraded.output
+    assert ivr("db", "current").output.strip() == "none"
+
+
+def test_db_downgrade_needs_a_revision() -> None:
+    result = runner.invoke(app, ["db", "downgrade"])
+    assert result.exit_code == 2
+    assert "Missing argument" in result.output
+    assert "revision" in result.output.lower()
+
+
+@pytest.mark.slow
+def test_db_upgrade_starts_the_embedded_postgres_only_for_the_command(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(IVR_DATA_DIR=str(tmp_path / "data"), IVR_PG_PORT=str(port))
+    first = _ivr("db", "upgrade", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert not port_in_use(port), "the embedded postgres must stop with the command"
+    second = _ivr("db", "current", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.strip().splitlines()[-1] == migrate.head()
+    log = (tmp_path / "data" / "logs" / "postgres.log").read_text()
+    assert log.count("=== initdb") == 1, "the second command must reuse the data directory"
+
+
+def test_dev_refuses_a_taken_port_and_names_the_variable(
+    tmp_path: Path, listening_port: int
+) -> None:
+    env = _env(IVR_DATA_DIR=str(tmp_path / "data"), IVR_PG_PORT=str(listening_port))
+    result = _ivr("dev", env=env, timeout_s=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"port {listening_port} (PostgreSQL) is already in use" in output
+    assert "IVR_PG_PORT" in output
+    assert not (tmp_path / "data" / "postgres").exists(), "nothing may start before the check"
+
+
+# --------------------------------------------------------------------------- ivr dev
+
+
+class DevProcess:
+    """`ivr dev` as a real subprocess, its output collected by a thread."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [str(IVR), "dev"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.output:
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                if text in self.output:
+                    return
+                raise AssertionError(f"ivr dev exited ({self.proc.returncode}):\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {timeout_s}s:\n{self.output}")
+            time.sleep(0.2)
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                for child in self.descendants():
+                    child.kill()
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(5)
+
+
+def _gone(processes: list[psutil.Process], timeout_s: float = 10) -> list[psutil.Process]:
+    def alive(p: psutil.Process) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in processes if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if alive(p)]
+    return left
+
+
+def _get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=10, follow_redirects=True)
+
+
+def _wait_status(url: str, status: int, timeout_s: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = _get(url)
+            if response.status_code == status or time.monotonic() > deadline:
+                return response
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+def test_ivr_dev_brings_everything_up_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {
+        name: free_port() for name in ("PG", "REDIS", "TEMPORAL", "TEMPORAL_UI", "API", "DASHBOARD")
+    }
+    env = _env(
+        IVR_DATA_DIR=str(tmp_path / "data"),
+        **{f"IVR_{name}_PORT": str(port) for name, port in ports.items()},
+    )
+    dev = DevProcess(env)
+    try:
+        dev.wait_for("Ctrl-C stops everything", timeout_s=240)
+        api = f"http://127.0.0.1:{ports['API']}"
+        assert f"{api}/api/docs" in dev.output
+        assert f"http://127.0.0.1:{ports['DASHBOARD']}" in dev.output
+        assert f"http://127.0.0.1:{ports['TEMPORAL_UI']}" in dev.output
+        assert "admin / admin123" in dev.output
+        assert re.search(rf"{api}/api/exotel/[^/\s]+/passthru", dev.output)
+
+        health = _wait_status(f"{api}/health", 200)
+        assert health.status_code == 200, health.text
+        assert _get(f"{api}/api/docs").status_code == 200
+        assert _get(f"http://127.0.0.1:{ports['DASHBOARD']}/").status_code == 200
+        assert _get(f"http://127.0.0.1:{ports['TEMPORAL_UI']}/").status_code == 200
+
+        children = dev.descendants()
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+        for expected in (
+            "postgres",
+            "redis-server",
+            "temporal",
+            "worker.py",
+            "uvicorn",
+            "streamlit",
+        ):
+            assert expected in names, f"{expected} is not running under ivr dev: {names}"
+        assert not (tmp_path / "data" / "logs" / "ivr-dev.log").exists()
+    finally:
+        dev.stop()
+    assert dev.proc.returncode == 0, dev.output
+    assert "stopped" in dev.output
+    assert _gone(children) == [], f"left running after ivr dev stopped: {_gone(children)}"
+    for port in ports.values():
+        assert not port_in_use(port), f"port {port} is still held"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ivr_dev_stops_everything_when_a_child_dies(
+    tmp_path: Path, services, empty_db: str
+) -> None:
+    """Given URLs for all three services it starts only the app processes; killing one ends it."""
+    ports = {"API": free_port(), "DASHBOARD": free_port()}
+    env = _env(
+        IVR_DATA_DIR=str(tmp_path / "data"),
+        IVR_API_PORT=str(ports["API"]),
+        IVR_DASHBOARD_PORT=str(ports["DASHBOARD"]),
+        DATABASE_URL=empty_db,
+        REDIS_URL=services.redis_url,
+        TEMPORAL_ADDRESS=services.temporal_address,
+    )
+    dev = DevProcess(env)
+    try:
+        dev.wait_for("Ctrl-C stops everything", timeout_s=180)
+        assert f"{services.temporal_address} (external)" in dev.output
+        children = dev.descendants()
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+        assert "postgres" not in names and "redis-server" not in names
+        assert "temporal server" not in names
+        api = next(p for p in children if "uvicorn" in " ".join(p.cmdline()))
+        api.kill()
+        dev.proc.wait(60)
+    finally:
+        dev.stop()
+    assert dev.proc.returncode == 1, dev.output
+    assert "api was killed by signal 9" in dev.output
+    assert str(tmp_path / "data" / "logs" / "api.log") in dev.output
+    assert _gone(children) == []
