@@ -1,22 +1,24 @@
 """`ivr loadtest`: N simulated Exotel calls, C at a time, through the webhooks of a running API.
 
-Each call walks Exotel's universal app exactly as the carrier would (EXOTEL.md): Passthru, the
-applet its `select` names (greeting, gather, connect; a record or hangup fetches nothing), a
-think time like a caller listening to the prompt, then Passthru again with what the applet
-produced (`digits="2"`, `DialCallStatus`, `RecordingUrl`), until `hangup`.
+Each call is `ivr call`'s simulator (`cli.call.SimulatedCall`) walking Exotel's universal app
+as the carrier would (EXOTEL.md): Passthru, the applet its `select` names (greeting as HEAD +
+GET, gather, connect; a record or hangup fetches nothing), a think time like a caller listening
+to the prompt, then Passthru again with what the applet produced (`digits="2"`,
+`DialCallStatus`, `RecordingUrl`), until `hangup`. No status callback: Exotel sends none for
+inbound flows.
 
 What is measured: only the Passthru hits, because only they advance the workflow; the first one
-(update-with-start) apart from the later ones (plain updates). Applet fetches are counted, not
-mixed into the turn latencies. A failed request (non-2xx, exception, timeout) counts as an error
-and ends that simulated call; it is not in the latency samples. A fallback is a turn the API
-answered with its budget hold ("Please stay on the line.", or an `X-IVR-Fallback: 1` header).
+(which starts it) apart from the later ones. Applet fetches are counted, not mixed into the turn
+latencies. A failed request (non-2xx, exception, timeout) is an error and ends that simulated
+call; it is not a latency sample. A fallback is a turn the API answered with its budget hold
+(the greeting says "Please stay on the line.": the workflow missed the webhook budget).
 
 `--baseline` then runs, in the same process and with the same shape (N calls, C concurrent, same
 think time, the real calls' mean turns per call), the raw Temporal limit: `bench.baseline`, a
-workflow answering one update per turn, its worker spawned in its own process on a unique task
-queue of the same Temporal server. The baseline runs after the real run, so both see the same
-machine, and the report gives ours/baseline ratios: on a shared box only a ratio from one run
-means anything.
+workflow answering one update per turn (update-with-start, then updates), its worker spawned in
+its own process on a unique task queue of the same Temporal server. The baseline runs after the
+real run, and the report gives ours/baseline ratios: on a shared box only a ratio measured in
+one run means anything.
 
 Percentiles are nearest-rank (the smallest sample with at least p% of the samples at or below
 it): always a latency that was really observed, no interpolation.
@@ -31,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -43,7 +46,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import typer
 
@@ -57,10 +59,7 @@ if TYPE_CHECKING:
 
 # The API's budget hold (api.call_gateway.HOLD_TEXT; a test keeps the two equal).
 HOLD_TEXT = "Please stay on the line."
-FALLBACK_HEADER = "X-IVR-Fallback"
-IST = ZoneInfo("Asia/Kolkata")
-SELECTS = ("say", "gather", "connect", "record", "hangup")
-DEFAULT_CALLED = "08047112233"  # an ExoPhone no flow claims: the default flow answers it
+DEFAULT_CALLED = "+911234567890"  # as `ivr call`: a number no flow claims, the default flow
 BASELINE_ORDER = "baseline ran after the real run, on the same Temporal server"
 
 
@@ -88,7 +87,8 @@ class Recorder:
 
     first_ms: list[float] = field(default_factory=list)
     later_ms: list[float] = field(default_factory=list)
-    applet_ms: list[float] = field(default_factory=list)
+    applet_ms: list[float] = field(default_factory=list)  # per applet step
+    applet_fetches: int = 0  # requests: a greeting is HEAD + GET
     errors: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0
     completed_calls: int = 0  # reached hangup (or their last turn, for the baseline)
@@ -152,7 +152,7 @@ def summarize(rec: Recorder, *, calls: int, budget_ms: float | None = None) -> d
         "turnsPerSecond": round(turns / duration, 1) if duration else None,
         "turnsPerCall": round(mean_turns, 2) if mean_turns is not None else None,
         **timing(rec.first_ms, rec.later_ms),
-        "appletFetches": len(rec.applet_ms),
+        "appletFetches": rec.applet_fetches,
         "appletP99Ms": _ms(percentile(rec.applet_ms, 99)),
         "errors": sum(rec.errors.values()),
         "errorsByKind": dict(sorted(rec.errors.items())),
@@ -220,39 +220,25 @@ class ExotelTarget:
     base_url: str
     token: str
 
-    def url(self, applet: str) -> str:
-        return f"{self.base_url}/api/exotel/{self.token}/{applet}"
-
 
 @dataclass(frozen=True)
 class CallPlan:
     """What every simulated caller does."""
 
-    digits: tuple[str, ...] = ("2",)  # one per gather; the last repeats
+    digits: tuple[str, ...] = ("2",)  # one per gather, in order; then nothing is pressed
     think_s: float = 1.0
     timeout_s: float = 10.0
     max_turns: int = 40
     called: str = DEFAULT_CALLED
 
-    def digits_for(self, gather_index: int) -> str:
-        if not self.digits:
-            return ""
-        return self.digits[min(gather_index, len(self.digits) - 1)]
-
-
-def _ist_now() -> str:
-    return datetime.now(IST).strftime("%Y-%m-%d %H:%M:%S")
+    def call_bound_s(self) -> float:
+        """A hard ceiling for one call: every turn at its timeouts, plus the think times."""
+        return self.max_turns * (self.think_s + 4 * self.timeout_s) + self.timeout_s
 
 
 def _caller_number(index: int) -> str:
-    # Exotel sends Indian numbers as 0XXXXXXXXXX; 98... is a valid mobile range.
-    return f"098{index % 10**8:08d}"
-
-
-def _is_fallback(response: httpx.Response, text: str | None = None) -> bool:
-    if response.headers.get(FALLBACK_HEADER, "").strip() == "1":
-        return True
-    return text is not None and HOLD_TEXT.lower() in text.lower()
+    # Exotel sends it as 0XXXXXXXXXX (the simulator does); 98... is a valid mobile range.
+    return f"+9198{index % 10**8:08d}"
 
 
 class _CallFailed(Exception):
@@ -261,39 +247,25 @@ class _CallFailed(Exception):
         self.kind = kind
 
 
-async def _get(
-    client: httpx.AsyncClient,
-    url: str,
-    params: Mapping[str, str],
-    *,
-    timeout_s: float,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[httpx.Response, float]:
-    """GET with a hard timeout; (response, elapsed ms) or _CallFailed naming the error kind."""
-    import httpx
-
-    began = time.perf_counter()
-    try:
-        async with asyncio.timeout(timeout_s):
-            response = await client.get(url, params=params, headers=headers, timeout=timeout_s)
-    except (TimeoutError, httpx.TimeoutException):
-        raise _CallFailed("timeout") from None
-    except httpx.HTTPError as exc:
-        raise _CallFailed(f"exception:{type(exc).__name__}") from None
-    elapsed_ms = (time.perf_counter() - began) * 1000
-    if not 200 <= response.status_code < 300:
-        raise _CallFailed(f"http_{response.status_code}")
-    return response, elapsed_ms
+_HTTP_STATUS = re.compile(r"^\w+ answered (\d{3})\b")
 
 
-def _select_of(response: httpx.Response) -> str:
-    try:
-        select = json.loads(response.text).get("select")
-    except (ValueError, AttributeError):
-        raise _CallFailed("bad_passthru_body") from None
-    if select not in SELECTS:
-        raise _CallFailed("bad_select")
-    return str(select)
+def error_kind(message: str | None) -> str:
+    """A short bucket for the simulator's error text: http_503, timeout, exception:X, bad_reply."""
+    text = message or ""
+    if match := _HTTP_STATUS.match(text):
+        return f"http_{match.group(1)}"
+    name = text.split(":", 1)[0].strip()
+    if "Timeout" in name:
+        return "timeout"
+    if name.isidentifier() and name[:1].isupper() and ":" in text:
+        return f"exception:{name}"
+    return "bad_reply"  # the API answered 2xx with something a carrier could not run
+
+
+def is_fallback(heard: Sequence[str]) -> bool:
+    """The budget hold: the API had no answer from the workflow within its webhook budget."""
+    return any(HOLD_TEXT.lower() in line.lower() for line in heard)
 
 
 async def exotel_call(
@@ -305,76 +277,45 @@ async def exotel_call(
     call_sid: str,
     caller: str,
 ) -> None:
-    """One caller, Passthru to hangup; everything it sees goes into `rec`."""
-    base = {
-        "CallSid": call_sid,
-        "CallFrom": caller,
-        "From": caller,
-        "CallTo": plan.called,
-        "To": plan.called,
-        "Direction": "incoming",
-        "CallType": "call-attempt",
-        "StartTime": _ist_now(),
-    }
-    carry: dict[str, str] = {}  # what the last applet hands to the next Passthru
-    turns = gathers = 0
+    """One caller, Passthru to hangup, through `ivr call`'s simulator; results go into `rec`."""
+    from cli.call import Outcome, SimulatedCall
+
+    call = SimulatedCall(
+        target.base_url,
+        target.token,
+        caller=caller,
+        called=plan.called,
+        call_sid=call_sid,
+        digits=plan.digits,
+        # Exotel sends no end-of-call callback for inbound flows: neither do we.
+        send_status=False,
+        think_s=plan.think_s,
+        max_turns=plan.max_turns,
+        timeout_s=plan.timeout_s,
+        client=client,
+    )
     try:
-        while turns < plan.max_turns:
-            params = {**base, **carry, "CurrentTime": _ist_now()}
-            response, elapsed_ms = await _get(
-                client, target.url("passthru"), params, timeout_s=plan.timeout_s
-            )
-            select = _select_of(response)
-            rec.turn(first=turns == 0, elapsed_ms=elapsed_ms)
-            turns += 1
-            fallback = _is_fallback(response)
-            carry = {}
-            if select == "hangup":
-                rec.fallbacks += fallback
-                rec.completed_calls += 1
-                rec.turns_per_call.append(turns)
-                return
-            if select in ("say", "gather", "connect"):
-                applet = "greeting" if select == "say" else select
-                # Programmable Gather/Connect announce their API version like Exotel does.
-                headers = None if select == "say" else {"Exotel-Version": "1.0"}
-                fetched, applet_ms = await _get(
-                    client,
-                    target.url(applet),
-                    {**base, "CurrentTime": _ist_now()},
-                    timeout_s=plan.timeout_s,
-                    headers=headers,
-                )
-                rec.applet_ms.append(applet_ms)
-                if select == "say":
-                    fallback = fallback or _is_fallback(fetched, fetched.text)
-                elif select == "gather":
-                    carry = {"digits": f'"{plan.digits_for(gathers)}"'}
-                    gathers += 1
-                else:
-                    carry = _dial_result(fetched)
-            else:  # record: a Voicemail applet, no request; the next hit carries the file
-                carry = {"RecordingUrl": f"https://recordings.invalid/loadtest/{call_sid}.mp3"}
-            rec.fallbacks += fallback
-            if plan.think_s:
-                await asyncio.sleep(plan.think_s)
+        async with asyncio.timeout(plan.call_bound_s()):
+            result = await call.run()
+    except TimeoutError:
+        outcome, error, turns = Outcome.error, "Timeout: call bound", call.turns
+    else:
+        outcome, error, turns = result.outcome, result.error, result.turns
+    # Only Passthru hits advance the workflow; a failed one never became a Turn.
+    for turn in turns:
+        rec.turn(first=turn.first, elapsed_ms=turn.ms)
+        if turn.applet_ms is not None:
+            rec.applet_ms.append(turn.applet_ms)
+            rec.applet_fetches += 2 if turn.applet == "say" else 1  # greeting: HEAD + GET
+        rec.fallbacks += turn.applet == "say" and is_fallback(turn.heard)
+    if outcome == Outcome.completed:
+        rec.completed_calls += 1
+        rec.turns_per_call.append(len(turns))
+    elif outcome == Outcome.turn_limit:
         rec.capped_calls += 1
-    except _CallFailed as failure:
-        rec.errors[failure.kind] += 1
+    else:
+        rec.errors[error_kind(error)] += 1
         rec.failed_calls += 1
-
-
-def _dial_result(response: httpx.Response) -> dict[str, str]:
-    try:
-        numbers = (response.json().get("destination") or {}).get("numbers") or []
-    except (ValueError, AttributeError):
-        raise _CallFailed("bad_connect_body") from None
-    return {
-        "DialCallStatus": "completed",
-        "DialWhomNumber": str(numbers[0]) if numbers else "",
-        "DialCallDuration": "30",
-        "CallType": "completed",
-    }
 
 
 @contextlib.asynccontextmanager
@@ -437,14 +378,14 @@ async def run_exotel_load(
         for index in range(warmup):
             await exotel_call(
                 client, target, plan, Recorder(),
-                call_sid=f"{run}ffff{index:020d}", caller=_caller_number(index),
+                call_sid=f"lt{run}w{index}", caller=_caller_number(index),
             )  # fmt: skip
         rec = Recorder()
 
         async def one_call(index: int) -> None:
             await exotel_call(
                 client, target, plan, rec,
-                call_sid=f"{run}{index:024d}", caller=_caller_number(index),
+                call_sid=f"lt{run}c{index}", caller=_caller_number(index),
             )  # fmt: skip
 
         rec.started = time.perf_counter()
@@ -696,7 +637,7 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
         ("later turns p99 ms", "p99Ms", "p99"),
         ("later turns max ms", "maxMs", None),
         ("applet fetches", "appletFetches", None),
-        ("applet p99 ms", "appletP99Ms", None),
+        ("applet step p99 ms", "appletP99Ms", None),
         ("errors", "errors", None),
         ("fallbacks", "fallbacks", None),
         ("turns over budget", "overBudgetTurns", None),
@@ -872,7 +813,8 @@ def loadtest(
         float, typer.Option(min=0, max=60, help="Seconds a caller waits between turns.")
     ] = 1.0,
     digits: Annotated[
-        str, typer.Option(help="Keys pressed at each gather, comma-separated; the last repeats.")
+        str,
+        typer.Option(help="Keys for successive gathers, comma-separated; then nothing is pressed."),
     ] = "2",
     api: Annotated[
         str | None,

@@ -22,6 +22,7 @@ from cli.loadtest import (
     ExotelTarget,
     Recorder,
     baseline_worker,
+    error_kind,
     flatten,
     percentile,
     ratios,
@@ -95,6 +96,7 @@ def test_summary_keys_counts_and_split_of_first_and_later_turns() -> None:
     rec.errors["http_500"] += 1
     rec.fallbacks = 1
     rec.applet_ms = [1.0, 2.0]
+    rec.applet_fetches = 2
     summary = summarize(rec, calls=3, budget_ms=2000)
     assert REQUIRED_KEYS <= summary.keys()
     assert summary["turns"] == 6
@@ -218,14 +220,14 @@ class FakeExotelApi:
             self.turn[sid] += 1
             self.seen[sid].append(query)
             if self.hang_turn is not None and n == self.hang_turn:
-                await asyncio.sleep(5)
+                await asyncio.sleep(30)
             if n == self.fail_turn:
                 status = 500
             script = self.SCRIPT if self.fail_turn != -1 else ("say",)
             select = script[min(n, len(script) - 1)]
             body = json.dumps({"select": select}).encode()
         else:
-            self.applets.append(applet)
+            self.applets.append(f"{scope['method']} {applet}")
             if applet == "greeting":
                 hold = self.turn[sid] == 3  # the second say is the budget hold
                 body = (HOLD_TEXT if hold else "Welcome to support.").encode()
@@ -233,6 +235,8 @@ class FakeExotelApi:
                 body = json.dumps({"gather_prompt": {"text": "Press 2"}}).encode()
             elif applet == "connect":
                 body = json.dumps({"destination": {"numbers": ["+919800000001"]}}).encode()
+        if scope["method"] == "HEAD":
+            body = b""
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -260,7 +264,10 @@ async def test_driver_walks_the_exotel_loop_and_counts_what_it_should() -> None:
     assert len(rec.later_ms) == 3 * 5  # six Passthru hits per call, the first apart
     assert rec.turns_per_call == [6, 6, 6]
     assert len(rec.applet_ms) == 3 * 4  # greeting, gather, greeting, connect; record fetches none
-    assert sorted(api.applets) == sorted(["greeting", "gather", "greeting", "connect"] * 3)
+    per_call = ["HEAD greeting", "GET greeting", "GET gather", "GET connect"] * 3
+    per_call += ["HEAD greeting", "GET greeting"] * 3  # the hold
+    assert sorted(api.applets) == sorted(per_call)
+    assert rec.applet_fetches == len(per_call)
     assert rec.fallbacks == 3  # one hold per call, found in the greeting text
     for hits in api.seen.values():
         assert hits[0]["Direction"] == "incoming"
@@ -268,9 +275,10 @@ async def test_driver_walks_the_exotel_loop_and_counts_what_it_should() -> None:
         assert "digits" not in hits[1]
         assert hits[2]["digits"] == '"2"'  # quoted, as Exotel sends it
         assert hits[4]["DialCallStatus"] == "completed"
-        assert hits[4]["DialWhomNumber"] == "+919800000001"
+        assert hits[4]["DialWhomNumber"] == "09800000001"
         assert hits[5]["RecordingUrl"].startswith("https://")
-        assert len(hits[0]["CurrentTime"]) == len("2025-01-01 10:00:00")
+        # Each turn's parameters differ (the API derives update ids from them).
+        assert len({hit["CurrentTime"] for hit in hits}) > 1
     assert len({hits[0]["CallSid"] for hits in api.seen.values()}) == 3
 
 
@@ -282,7 +290,9 @@ async def test_a_failed_turn_is_an_error_not_a_latency_sample_and_ends_the_call(
 
 
 async def test_a_slow_turn_is_a_timeout_error() -> None:
-    rec = await _drive(FakeExotelApi(hang_turn=1), 1, CallPlan(think_s=0, timeout_s=0.2))
+    rec = await _drive(
+        FakeExotelApi(hang_turn=1), 1, CallPlan(think_s=0, timeout_s=0.2, max_turns=3)
+    )
     assert rec.errors == {"timeout": 1}
     assert rec.failed_calls == 1
 
@@ -293,25 +303,13 @@ async def test_a_call_that_never_hangs_up_is_capped() -> None:
     assert len(rec.first_ms) + len(rec.later_ms) == 5
 
 
-async def test_the_fallback_header_counts_too() -> None:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        passthru = scope["path"].endswith("/passthru")
-        headers = [(b"x-ivr-fallback", b"1")] if passthru else []
-        body = b'{"select":"hangup"}' if passthru else b""
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport) as client:
-        phase = await run_exotel_load(
-            ExotelTarget("http://127.0.0.1:8000", "tok"),
-            CallPlan(think_s=0),
-            calls=2,
-            concurrency=2,
-            deadline_s=30,
-            client=client,
-        )
-    assert phase.recorder.fallbacks == 2
+def test_error_kinds_from_the_simulator_messages() -> None:
+    assert error_kind("passthru answered 503: {...}") == "http_503"
+    assert error_kind("ReadTimeout: timed out") == "timeout"
+    assert error_kind("Timeout: call bound") == "timeout"
+    assert error_kind("ConnectError: refused") == "exception:ConnectError"
+    assert error_kind("passthru selected an unknown case 'dance'") == "bad_reply"
+    assert error_kind(None) == "bad_reply"
 
 
 # --------------------------------------------------------------------------- baseline
