@@ -366,6 +366,20 @@ async def test_every_timestamp_is_timestamptz_and_every_document_jsonb(
     assert [dict(r) for r in rows] == []
 
 
+async def test_every_surrogate_key_has_a_sequence(conn: asyncpg.Connection) -> None:
+    """Both in the database and in the metadata the ORM inserts with (ivr_flows.id is part of
+    a foreign key, which silently costs a column its autoincrement unless stated)."""
+    for table in Base.metadata.sorted_tables:
+        pk = list(table.primary_key.columns)
+        if len(pk) != 1 or pk[0].type.python_type is not int:
+            continue
+        assert table.autoincrement_column is pk[0], table.name
+        sequence = await conn.fetchval(
+            "SELECT pg_get_serial_sequence($1, $2)", table.name, pk[0].name
+        )
+        assert sequence, f"{table.name}.{pk[0].name} has no sequence"
+
+
 async def test_history_keyset_query_uses_the_index(conn: asyncpg.Connection) -> None:
     await conn.execute(
         "INSERT INTO flow_executions (call_sid, workflow_id, started_at)"

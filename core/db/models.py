@@ -163,7 +163,9 @@ class Flow(TimestampMixin, Base):
         CheckConstraint("draft_revision >= 1", name="draft_revision"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    # Explicit: a column that is part of a foreign key (the live_version pair) is otherwise not
+    # treated as autoincrement, and the id would get no sequence in create_all or the ORM.
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str | None] = mapped_column(Text)
     entry_node_key: Mapped[str | None] = mapped_column(String(64))
