@@ -39,7 +39,10 @@ def database_url() -> str:
 
         url = get_settings().database_url
     if not url:
-        raise RuntimeError("no database URL: pass -x url=postgresql://... or set DATABASE_URL")
+        raise RuntimeError(
+            "no database URL: pass -x url=postgresql://... or set DATABASE_URL "
+            "(`ivr db ...` also finds the embedded dev database)"
+        )
     return async_url(url)
 
 
