@@ -9,6 +9,7 @@ demo menu (1 sales -> dial, 2 voicemail, 3 hold), enough to drive every applet a
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -243,6 +244,8 @@ def live_server() -> Iterator[LiveServer]:
     gateway = ScriptedGateway()
     app = _build_app(settings)
     app.state.call_gateway = gateway
+    # The app logs to this process's stdout, which the CLI tests capture: keep it to warnings.
+    logging.getLogger().setLevel(logging.WARNING)
     # The app's lifespan connects databases; the carrier routes need none of it.
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
