@@ -6,7 +6,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core.calls import CallFinalRecord, CallStartedRecord, VisitsRecord
+from core.calls import CallFinalRecord, VisitsRecord
 from core.repositories import executions
 
 log = structlog.get_logger(__name__)
@@ -15,11 +15,6 @@ log = structlog.get_logger(__name__)
 class CallActivities:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
-
-    @activity.defn(name="record_call_started")
-    async def record_call_started(self, rec: CallStartedRecord) -> int:
-        async with self.sessionmaker.begin() as session:
-            return await executions.record_started(session, rec)
 
     @activity.defn(name="record_node_visits")
     async def record_node_visits(self, rec: VisitsRecord) -> None:
@@ -35,4 +30,4 @@ class CallActivities:
         return written
 
     def all(self) -> list:
-        return [self.record_call_started, self.record_node_visits, self.finalize_call]
+        return [self.record_node_visits, self.finalize_call]

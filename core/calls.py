@@ -91,6 +91,8 @@ class CallStartedRecord(Wire):
 
 class VisitsRecord(Wire):
     call_sid: str
+    # The call's start record rides along on the first write, so visits never race it.
+    started: CallStartedRecord | None = None
     visits: list[NodeVisit]
     current_node: str | None
     path: list[str]
@@ -98,6 +100,7 @@ class VisitsRecord(Wire):
 
 class CallFinalRecord(Wire):
     call_sid: str
+    started: CallStartedRecord | None = None
     status: str
     reason: str
     ended_at: datetime

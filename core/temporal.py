@@ -54,6 +54,7 @@ def temporal_target(settings: Settings) -> str:
 async def connect(settings: Settings) -> temporalio.client.Client:
     """A client for the configured namespace (TLS and API key when the settings ask for them)."""
     from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
 
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     # tls=None lets the SDK turn TLS on when an API key is given (Temporal Cloud needs both).
@@ -62,7 +63,18 @@ async def connect(settings: Settings) -> temporalio.client.Client:
         namespace=settings.temporal_namespace,
         api_key=api_key,
         tls=True if settings.temporal_tls else None,
+        data_converter=pydantic_data_converter,
     )
+
+
+def with_data_converter(client: temporalio.client.Client) -> temporalio.client.Client:
+    """The same connection with our data converter (pydantic models on the wire)."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    config = client.config()
+    config["data_converter"] = pydantic_data_converter
+    return Client(**config)
 
 
 def call_workflow_id(call_sid: str) -> str:

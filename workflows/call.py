@@ -97,25 +97,23 @@ class CallWorkflow:
         self.progress = 0  # bumped on every turn, so the run loop re-arms its deadline
         self.writes: list[asyncio.Task[Any]] = []
         self.finished = False
+        # Sent with the first write (visits or the final record), never on its own.
+        self.start_record: CallStartedRecord | None = CallStartedRecord(
+            call_sid=start.call_sid,
+            workflow_id=workflow.info().workflow_id,
+            flow_id=start.flow_id,
+            flow_version=start.flow_version,
+            carrier=start.carrier,
+            direction=start.direction,
+            caller=start.caller,
+            called=start.called,
+            started_at=self.started_at,
+        )
 
     # --- run: wait for the end ---------------------------------------------------------
 
     @workflow.run
     async def run(self, start: CallStart) -> CallOutcome:
-        self._write(
-            "record_call_started",
-            CallStartedRecord(
-                call_sid=start.call_sid,
-                workflow_id=workflow.info().workflow_id,
-                flow_id=start.flow_id,
-                flow_version=start.flow_version,
-                carrier=start.carrier,
-                direction=start.direction,
-                caller=start.caller,
-                called=start.called,
-                started_at=self.started_at,
-            ),
-        )
         status, reason = await self._wait_for_end()
         return await self._finish(status, reason)
 
@@ -178,6 +176,7 @@ class CallWorkflow:
             "finalize_call",
             CallFinalRecord(
                 call_sid=self.start.call_sid,
+                started=self._take_start_record(),
                 status=status,
                 reason=reason,
                 ended_at=now,
@@ -289,14 +288,7 @@ class CallWorkflow:
         raise ApplicationError(f"more than {MAX_STEPS_PER_TURN} nodes in one turn")
 
     def _next(self, node_id: str, step: Step) -> str | None:
-        for port in (step.port, *step.alternates):
-            if port is None:
-                continue
-            target = self.flow.next(node_id, port)
-            if target is not None:
-                step.port = port
-                return target
-        return None
+        return self.flow.next(node_id, step.port) if step.port is not None else None
 
     def _enter(self, node_id: str) -> Step:
         node = self.flow.node(node_id)
@@ -364,12 +356,17 @@ class CallWorkflow:
             return
         record = VisitsRecord(
             call_sid=self.start.call_sid,
+            started=self._take_start_record(),
             visits=[self.unsent_visits[k] for k in sorted(self.unsent_visits)],
             current_node=self.node_id,
             path=[v.node_id for v in self.visits],
         )
         self.unsent_visits = {}
         self._write("record_node_visits", record)
+
+    def _take_start_record(self) -> CallStartedRecord | None:
+        record, self.start_record = self.start_record, None
+        return record
 
     def _write(self, activity: str, arg: Any) -> None:
         """Start a DB write without awaiting it: the caller's turn never waits for analytics."""

@@ -34,9 +34,7 @@ class Step:
     """What a handler decided: instructions to speak, then either a port to follow or a wait."""
 
     emit: list[Instruction] = field(default_factory=list)
-    port: str | None = None
-    # Ports tried in order when `port` is not connected (e.g. menu: maxRetries, then invalid).
-    alternates: tuple[str, ...] = ()
+    port: str | None = None  # unconnected ports fall back along the flow's port table
     wait: bool = False  # stay on this node until the carrier reports the last instruction's result
     hangup_reason: str | None = None  # the call ends after `emit`
     data: dict[str, Any] = field(default_factory=dict)  # recorded on the node visit
@@ -66,12 +64,19 @@ def prompt(ctx: Context, node: Any, *, text_field: str = "message") -> list[Say 
     audio = _cfg(node, "audio_url")
     loop = int(_cfg(node, "loop", 1) or 1)
     if audio:
-        return [Play(url=audio, loop=loop)]
+        return [Play(url=str(audio), loop=loop)]
     text = ctx.render(_cfg(node, text_field))
     if not text:
         return []
-    return [Say(text=text, voice=_cfg(node, "voice"), language=_cfg(node, "language", "en-IN"),
-                loop=loop)]
+    voice = _cfg(node, "voice")
+    return [
+        Say(
+            text=text,
+            voice=str(voice) if voice else None,
+            language=str(_cfg(node, "language", "en-IN")),
+            loop=loop,
+        )
+    ]
 
 
 class WelcomeHandler:
@@ -128,7 +133,8 @@ class MenuHandler:
         max_retries = int(_cfg(node, "max_retries", 3))
         data = {"digits": digits, "failure": failure, "attempt": attempts}
         if attempts >= max_retries:
-            return Step(port="maxRetries", alternates=(failure,), data=data)
+            # `invalid` / `timeout` fall back to `maxRetries` when unconnected (core.flows.ports).
+            return Step(port=failure, data=data)
         message = _cfg(node, f"{failure}_message")
         lead = [Say(text=ctx.render(message))] if message else []
         step = self._gather(ctx, node, lead)

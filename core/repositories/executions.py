@@ -49,7 +49,12 @@ async def _execution_id(session: AsyncSession, call_sid: str) -> int:
 
 
 async def record_visits(session: AsyncSession, rec: VisitsRecord) -> None:
-    execution_id = await _execution_id(session, rec.call_sid)
+    """Upsert node visits. Writes may arrive out of order (retries), so a closed visit is never
+    reopened and the path never shrinks."""
+    if rec.started is not None:
+        execution_id = await record_started(session, rec.started)
+    else:
+        execution_id = await _execution_id(session, rec.call_sid)
     for visit in rec.visits:
         stmt = insert(NodeExecution).values(
             execution_id=execution_id,
@@ -69,17 +74,24 @@ async def record_visits(session: AsyncSession, rec: VisitsRecord) -> None:
                 "port": stmt.excluded.port,
                 "data": stmt.excluded.data,
             },
+            where=NodeExecution.exited_at.is_(None),
         )
         await session.execute(stmt)
     await session.execute(
         update(FlowExecution)
-        .where(FlowExecution.id == execution_id, FlowExecution.ended_at.is_(None))
+        .where(
+            FlowExecution.id == execution_id,
+            FlowExecution.ended_at.is_(None),
+            func.jsonb_array_length(FlowExecution.path) <= len(rec.path),
+        )
         .values(current_node_key=rec.current_node, path=rec.path)
     )
 
 
 async def finalize(session: AsyncSession, rec: CallFinalRecord) -> bool:
     """Write the call's end; returns False if it was already written (exactly once)."""
+    if rec.started is not None:
+        await record_started(session, rec.started)
     result = await session.execute(
         update(FlowExecution)
         .where(FlowExecution.call_sid == rec.call_sid, FlowExecution.ended_at.is_(None))

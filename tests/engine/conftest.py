@@ -12,7 +12,8 @@ from temporalio.worker import Worker
 from activities.calls import CallActivities
 from core.config import Settings
 from core.db.session import make_engine, make_sessionmaker
-from workflows.call import CallWorkflow
+from core.temporal import with_data_converter
+from workflows import WORKFLOWS, workflow_runner
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -27,11 +28,13 @@ async def call_worker(
     temporal_client: Client, sessionmaker
 ) -> AsyncIterator[tuple[Client, str]]:
     task_queue = f"calls-{uuid.uuid4().hex[:8]}"
+    client = with_data_converter(temporal_client)
     activities = CallActivities(sessionmaker)
     async with Worker(
-        temporal_client,
+        client,
         task_queue=task_queue,
-        workflows=[CallWorkflow],
+        workflows=WORKFLOWS,
         activities=activities.all(),
+        workflow_runner=workflow_runner(),
     ):
-        yield temporal_client, task_queue
+        yield client, task_queue

@@ -61,7 +61,7 @@ class Call:
             called="+911234567890", flow_id=None, flow_version=1,
             definition=flow or MENU_FLOW, grace_s=grace_s,
         )
-        self.handle = client.get_workflow_handle(f"call-{self.sid}")
+        self.handle = client.get_workflow_handle(f"call-{self.sid}", result_type=CallOutcome)
         self.n = 0
 
     def event(self, kind: EventKind = EventKind.resumed, **kw: Any) -> CallEvent:
@@ -85,7 +85,7 @@ class Call:
         )
 
     async def outcome(self) -> CallOutcome:
-        return await self.handle.result(result_type=CallOutcome)
+        return await self.handle.result()
 
     async def state(self) -> CallState:
         return await self.handle.query("state", result_type=CallState)
