@@ -176,11 +176,13 @@ async def read_params(request: Request) -> Params:
 
 
 def call_sid(params: Params) -> str:
+    """The validated CallSid, also bound to every log line of this request."""
     value = params.text("CallSid")
     if value is None:
         raise bad_request("CallSid is required")
     if not CALL_SID_RE.fullmatch(value):
         raise bad_request("CallSid must be 1-64 letters, digits, '-' or '_'")
+    structlog.contextvars.bind_contextvars(call_sid=value)
     return value
 
 
@@ -267,7 +269,11 @@ def carrier_settings(request: Request) -> Settings:
 
 
 class CarrierRoute(APIRoute):
-    """Carrier webhooks never answer 500: errors are `{"error","detail"}`, a crash is a 503."""
+    """Carrier webhooks never answer 500: errors are `{"error","detail"}`, a crash is a 503.
+
+    `AppError`s keep their status; a `LookupError` from the engine (no such call, no flow for
+    the number called) is a 404.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
@@ -283,6 +289,9 @@ class CarrierRoute(APIRoute):
                 )
             except HTTPException:
                 raise
+            except LookupError as exc:
+                # The engine found no such call, or no flow answers the number called.
+                return error_response(404, "not_found", str(exc) or "not found")
             except Exception:
                 log.exception("carrier_webhook_failed", path=request.url.path)
                 unavailable = CarrierUnavailable()

@@ -529,3 +529,11 @@ async def test_engine_failure_is_503_not_500(
     gateway.explode = RuntimeError("temporal is down")
     response = await client.get(f"{BASE}/passthru", params={"CallSid": new_sid()})
     assert assert_error(response, 503)["error"] == "unavailable"
+
+
+async def test_no_flow_for_the_number_is_404(
+    client: httpx.AsyncClient, gateway: ScriptedGateway
+) -> None:
+    gateway.explode = LookupError("no published flow answers +918047112233")
+    response = await client.get(f"{BASE}/passthru", params={"CallSid": new_sid()})
+    assert "no published flow" in assert_error(response, 404)["detail"]
