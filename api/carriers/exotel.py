@@ -17,6 +17,7 @@ import time
 import wave
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -118,7 +119,7 @@ def select_case(reply: Reply) -> str:
 
 def silence_url(base: str, token: str, seconds: float) -> str:
     whole = min(MAX_SILENCE_S, max(1, math.ceil(seconds)))
-    return f"{base}/api/exotel/{token}/silence/{whole}.wav"
+    return f"{base}/api/exotel/{quote(token, safe='')}/silence/{whole}.wav"
 
 
 def _prompt_lines(prompts: list[Say | Play]) -> list[str]:
@@ -150,12 +151,7 @@ def greeting_lines(reply: Reply, silence: Silence) -> list[str]:
 
 def applet_prompt(prompts: list[Say | Play], silence: Silence) -> dict[str, str]:
     """Gather's `gather_prompt`: one text or one audio URL (Exotel takes no mix)."""
-    texts = [
-        " ".join(item.text.split())
-        for item in prompts
-        if isinstance(item, Say)
-        for _ in range(item.loop)
-    ]
+    texts = _prompt_lines([item for item in prompts if isinstance(item, Say)])
     audio = [item.url for item in prompts if isinstance(item, Play)]
     if texts:
         if audio:
