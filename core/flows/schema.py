@@ -21,8 +21,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -55,8 +57,8 @@ RoutingStrategy = Literal[
 Scalar = str | int | float | bool
 
 
-class FlowModel(BaseModel):
-    """Base of every flow model: camelCase on the wire, strict, immutable."""
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected, immutable."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -64,11 +66,22 @@ class FlowModel(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
         frozen=True,
-        str_strip_whitespace=False,
     )
+
+
+class FlowModel(WireModel):
+    """Base of every flow model. Unset (None) fields are left out when dumped, so the stored,
+    exported and API forms of a flow are one compact canonical JSON."""
 
     # Field names (snake_case) holding prompt templates, checked by validate_flow.
     TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 def _check_regex(pattern: str | None) -> str | None:

@@ -45,8 +45,9 @@ _ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
     nodes.Tuple, nodes.List, nodes.Dict, nodes.Pair, nodes.Keyword,
 )
 
-# Jinja's own context names; a call variable can never be called this.
-_RESERVED_NAMES = frozenset({"self", "loop", "super", "caller", "varargs", "kwargs"})
+# Jinja's own names that mean something outside loops and macros (both of which are refused);
+# `caller` is deliberately not here: it is a call variable (the caller's number).
+_RESERVED_NAMES = frozenset({"self"})
 
 
 def _digits(value: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,14 +14,14 @@ from core.flows.schema import (
     ConditionExpr,
     DecisionNode,
     FlowDefinition,
-    FlowModel,
     QueueNode,
     TransferNode,
     WelcomeNode,
+    WireModel,
 )
 
 
-class Problem(FlowModel):
+class Problem(WireModel):
     """One thing wrong with a flow. `code` is stable (clients may switch on it)."""
 
     node_id: str | None = None
@@ -60,8 +60,13 @@ def parse_flow(raw: Any) -> tuple[FlowDefinition | None, list[Problem]]:
 
 
 def problems_from_validation_error(exc: ValidationError, raw: Any) -> list[Problem]:
+    return problems_from_errors(exc.errors(include_url=False, include_input=False), raw)
+
+
+def problems_from_errors(errors: Sequence[Mapping[str, Any]], raw: Any) -> list[Problem]:
+    """Pydantic error dicts (locations relative to the flow document) as Problems."""
     problems = []
-    for err in exc.errors(include_url=False, include_input=False):
+    for err in errors:
         node_id, field = _locate(tuple(err["loc"]), raw)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
