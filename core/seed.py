@@ -20,6 +20,7 @@ from core.permissions import Role
 from core.repositories import audit as audit_repo
 from core.repositories import users as users_repo
 from core.security import hash_password_async
+from core.seed_flows import seed_flows
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -76,7 +77,7 @@ async def seed_users(session: AsyncSession, settings: Settings) -> None:
         log.info("seed_user_created", username=username, role=role.value)
 
 
-SEED_STEPS: list[SeedStep] = [seed_users]
+SEED_STEPS: list[SeedStep] = [seed_users, seed_flows]
 
 
 async def run_seed(settings: Settings) -> None:

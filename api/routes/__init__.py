@@ -15,6 +15,7 @@ ROUTERS: tuple[str, ...] = (
     "api.routes.auth:router",
     "api.routes.users:router",
     "api.routes.users:audit_router",
+    "api.routes.flows:router",
 )
 
 
