@@ -16,7 +16,7 @@ import structlog
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.middleware import RequestContextMiddleware
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.routes import include_routers
 from core.config import Settings, get_settings
 from core.db.session import make_engine, make_sessionmaker
@@ -94,13 +94,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=_DESCRIPTION,
         docs_url="/api/docs",
         redoc_url="/api/redoc",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         openapi_url="/api/openapi.json",
         swagger_ui_parameters={"persistAuthorization": True},
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Added last = outermost: the request context wraps everything, the body limit included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware)
     include_routers(app)
     return app

@@ -13,9 +13,10 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import internal_error_response
+from api.errors import error_response, internal_error_response
 from core.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -55,9 +56,10 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         status = 500
         started = False
+        downstream_failed = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, started, downstream_failed
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
@@ -66,13 +68,21 @@ class RequestContextMiddleware:
                 ]
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message["headers"] = headers
-            await send(message)
+            try:
+                await send(message)
+            except Exception:
+                # The server or an outer layer refused the message (client gone, say): not a
+                # bug of the app, and not ours to answer.
+                downstream_failed = True
+                raise
 
         begin = time.perf_counter()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
             except Exception:
+                if downstream_failed:
+                    raise
                 log.exception("unhandled_error", method=scope["method"], path=scope.get("path", ""))
                 status = 500
                 if not started:
@@ -96,3 +106,50 @@ class RequestContextMiddleware:
                     log.debug("http_request", **fields)
                 else:
                     log.info("http_request", **fields)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than {max_bytes} bytes")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with a 413 in the standard error shape.
+
+    A declared Content-Length over the limit is refused before the app runs; a chunked body is
+    counted as it is read, and the read raises BodyTooLarge (an HTTPException, so the handlers
+    render it) once it goes over.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    response = error_response(
+                        413, "payload_too_large", BodyTooLarge(self.max_bytes).detail
+                    )
+                    await response(scope, receive, send)
+                    return
+        received = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, receive_counted, send)
