@@ -3,19 +3,21 @@ session event loop, an httpx client against it, and the seeded users logged in."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
 import pytest_asyncio
 from api_helpers import PASSWORDS, Session, login, serve
+from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.main import create_app
+from core import security
 from core.config import Settings
 from core.db.session import make_engine, make_sessionmaker
-from core.seed import run_seed
+from core.seed import seed_users
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +26,28 @@ def api_settings(settings: Settings) -> Settings:
     return settings
 
 
+@pytest.fixture(scope="module")
+def fast_hashing() -> Iterator[None]:
+    """Argon2 at its cheapest while the module's app runs: the code path is the same, and a
+    real-cost hash per login would make these tests minutes slower (cf. Django's test hasher).
+    The production parameters are pinned by a test of their own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", PasswordHasher.from_parameters(profiles.CHEAPEST))
+        security.dummy_password_hash.cache_clear()
+        yield
+    security.dummy_password_hash.cache_clear()
+
+
 @pytest_asyncio.fixture(scope="module")
-async def seeded(api_settings: Settings) -> None:
-    await run_seed(api_settings)
+async def seeded(api_settings: Settings, fast_hashing: None) -> None:
+    """The seeded users (only that step: other areas' seed steps are tested by their owners)."""
+    engine = make_engine(api_settings.database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            await seed_users(session, api_settings)
+            await session.commit()
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
