@@ -13,11 +13,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
+import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -261,6 +263,12 @@ def live_server() -> Iterator[LiveServer]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest_asyncio.fixture
+async def client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as http:
+        yield http
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from conftest import JINGLE, SALES, WEBHOOK_TOKEN, LiveServer, ScriptedGateway
 
 from api.carriers.exotel import select_case
@@ -29,12 +27,6 @@ from core.telephony import (
 )
 
 BASE = f"/api/exotel/{WEBHOOK_TOKEN}"
-
-
-@pytest_asyncio.fixture
-async def client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as http:
-        yield http
 
 
 def new_sid() -> str:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import pytest_asyncio
 from conftest import JINGLE, TWILIO_TOKEN, WEBHOOK_TOKEN, LiveServer, ScriptedGateway
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
@@ -31,12 +29,6 @@ from core.telephony import (
 )
 
 URLS = ActionUrls(base="https://ivr.example.com", turn=4, token="tok")
-
-
-@pytest_asyncio.fixture
-async def client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as http:
-        yield http
 
 
 def new_sid() -> str:
