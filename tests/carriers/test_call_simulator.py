@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import WEBHOOK_TOKEN, LiveServer, ScriptedGateway
+from carrier_doubles import WEBHOOK_TOKEN, LiveServer, ScriptedGateway
 from typer.testing import CliRunner
 
 from cli.call import CallResult, Outcome, SimulatedCall

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import JINGLE, SALES, WEBHOOK_TOKEN, LiveServer, ScriptedGateway
+from carrier_doubles import JINGLE, SALES, WEBHOOK_TOKEN, LiveServer, ScriptedGateway
 
 from api.carriers.exotel import select_case
 from core.telephony import (

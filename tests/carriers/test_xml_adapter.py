@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from conftest import JINGLE, TWILIO_TOKEN, WEBHOOK_TOKEN, LiveServer, ScriptedGateway
+from carrier_doubles import JINGLE, TWILIO_TOKEN, WEBHOOK_TOKEN, LiveServer, ScriptedGateway
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
