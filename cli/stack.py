@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -256,19 +256,26 @@ class Supervisor:
 
     @staticmethod
     def _stop(child: Child, timeout_s: float) -> None:
+        started = time.monotonic()
+        how = f"had already exited ({child.proc.returncode})"
         if child.running:
+            how = f"stopped by {signal.Signals(child.stop_signal).name}"
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(child.stop_signal)
             try:
                 child.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                pass
+                how = f"ignored {signal.Signals(child.stop_signal).name} for {timeout_s:.0f}s"
         # Whatever it left behind in its process group goes too (and it, if it ignored us).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(5)
         if child._log_file is not None:
+            elapsed = time.monotonic() - started
+            child._log_file.write(
+                f"=== {how}; exit {child.proc.returncode} after {elapsed:.1f}s\n".encode()
+            )
             child._log_file.close()
 
     def __enter__(self) -> Supervisor:
@@ -677,16 +684,27 @@ def _public_url(settings: Settings) -> str:
     return f"http://{settings.api_host}:{settings.api_port}"
 
 
-def _child_env(settings: Settings, backing: Backing) -> dict[str, str]:
+def _api_url(settings: Settings) -> str:
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def _base_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(
+        IVR_ENV="dev",
+        IVR_PUBLIC_URL=_public_url(settings),
+        IVR_API_URL=_api_url(settings),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _app_env(settings: Settings, backing: Backing) -> dict[str, str]:
+    env = _base_env(settings)
     env.update(
         DATABASE_URL=backing.database_url,
         REDIS_URL=backing.redis_url,
         TEMPORAL_ADDRESS=backing.temporal_address,
-        IVR_ENV="dev",
-        IVR_PUBLIC_URL=_public_url(settings),
-        IVR_API_URL=f"http://{settings.api_host}:{settings.api_port}",
-        PYTHONUNBUFFERED="1",
     )
     return env
 
@@ -710,22 +728,21 @@ def _stage(settings: Settings, what: str) -> Iterator[None]:
         ) from exc
 
 
-async def _migrate_and_seed(
-    settings: Settings, backing: Backing, say: Callable[[str], None]
-) -> None:
+async def _migrate(settings: Settings, backing: Backing) -> None:
     from core.db import migrate
 
-    say("migrating the database")
     with _stage(settings, "migration"):
         await asyncio.to_thread(migrate.upgrade, backing.database_url)
+
+
+async def _seed(settings: Settings, backing: Backing, say: Callable[[str], None]) -> None:
     try:
-        from core.seed import run_seed  # type: ignore[import-not-found]
+        from core.seed import run_seed
     except ImportError as exc:
         if exc.name not in ("core.seed", "core"):
             raise
         say("no core.seed yet: skipping the seed")
         return
-    say("seeding")
     seed_settings = settings.model_copy(
         update={
             "database_url": backing.database_url,
@@ -737,36 +754,43 @@ async def _migrate_and_seed(
         await run_seed(seed_settings)
 
 
-def _app_children(settings: Settings, sup: Supervisor, env: dict[str, str]) -> list[Child]:
-    python = sys.executable
-    host = settings.api_host
-    return [
-        # A worker with nothing registered yet exits 0 by design; that is not a failure.
-        sup.spawn(
-            "worker", [python, "worker.py"], env=env, cwd=PROJECT_ROOT, may_exit_cleanly=True
-        ),
-        sup.spawn(
-            "api",
-            [
-                python, "-m", "uvicorn", "api.main:create_app", "--factory",
-                "--host", host, "--port", str(settings.api_port),
-            ],
-            env=env,
-            cwd=PROJECT_ROOT,
-        ),
-        sup.spawn(
-            "dashboard",
-            [
-                python, "-m", "streamlit", "run", "dashboard/app.py",
-                "--server.port", str(settings.dashboard_port),
-                "--server.address", host,
-                "--server.headless", "true",
-                "--browser.gatherUsageStats", "false",
-            ],
-            env=env,
-            cwd=PROJECT_ROOT,
-        ),
-    ]  # fmt: skip
+def _spawn_dashboard(settings: Settings, sup: Supervisor) -> Child:
+    # It needs only the API's URL, so it boots while the services start.
+    return sup.spawn(
+        "dashboard",
+        [
+            sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+            "--server.port", str(settings.dashboard_port),
+            "--server.address", settings.api_host,
+            "--server.headless", "true",
+            "--browser.gatherUsageStats", "false",
+        ],
+        env=_base_env(settings),
+        cwd=PROJECT_ROOT,
+    )  # fmt: skip
+
+
+def _spawn_worker_and_api(
+    settings: Settings, sup: Supervisor, backing: Backing
+) -> tuple[Child, Child]:
+    env = _app_env(settings, backing)
+    worker = sup.spawn(
+        "worker",
+        [sys.executable, "worker.py"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        may_exit_cleanly=True,  # with empty registries it exits 0 by design
+    )
+    api = sup.spawn(
+        "api",
+        [
+            sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
+            "--host", settings.api_host, "--port", str(settings.api_port),
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    return worker, api
 
 
 def _check_ports(settings: Settings) -> None:
@@ -786,12 +810,12 @@ def _check_ports(settings: Settings) -> None:
                 f"{PORT_ENV_VARS[service]} or {PORT_ENV_VARS[seen[port]]} to another port."
             )
         seen[port] = service
-        ensure_port_free(port, service, settings.api_host if service in ("API", "dashboard")
-                         else LOCALHOST)  # fmt: skip
+        host = settings.api_host if service in ("API", "dashboard") else LOCALHOST
+        ensure_port_free(port, service, host)
 
 
 def _banner(settings: Settings, backing: Backing, elapsed_s: float) -> str:
-    api = f"http://{settings.api_host}:{settings.api_port}"
+    api = _api_url(settings)
     token = settings.webhook_token.get_secret_value()
     if "temporal" in backing.embedded:
         temporal = f"http://{LOCALHOST}:{settings.temporal_ui_port}"
@@ -811,23 +835,77 @@ def _banner(settings: Settings, backing: Backing, elapsed_s: float) -> str:
     return "\n".join(lines)
 
 
+async def _gather(*jobs: Coroutine[Any, Any, object]) -> None:
+    """Run `jobs` together; the first StackError cancels the rest and is raised alone."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except* StackError as errors:
+        raise StackError("\n".join(str(e) for e in errors.exceptions)) from None
+
+
+async def _start_everything(
+    settings: Settings, sup: Supervisor, say: Callable[[str], None]
+) -> Backing:
+    _check_ports(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    dashboard = _spawn_dashboard(settings, sup)
+    say(f"starting services (data in {settings.data_dir})")
+    backing = await start_backing_services(settings, sup)
+    say("migrating the database")
+    await _migrate(settings, backing)
+    # The seed runs while the worker and the API boot (imports take seconds); the URLs are
+    # printed only once both are done, so nobody logs in before the users exist.
+    worker, api = _spawn_worker_and_api(settings, sup, backing)
+    say("seeding; starting the worker, API and dashboard")
+    api_url = _api_url(settings)
+    dashboard_url = f"http://{settings.api_host}:{settings.dashboard_port}"
+    jobs = [
+        _seed(settings, backing, say),
+        # /health answers 503 while a component is down: any answer means the API is serving.
+        wait_ready(
+            "API",
+            lambda: http_ok(f"{api_url}/health", accept=lambda s: s < 500 or s == 503),
+            child=api,
+            timeout_s=90,
+        ),
+        wait_ready(
+            "dashboard",
+            lambda: http_ok(f"{dashboard_url}/_stcore/health"),
+            child=dashboard,
+            timeout_s=90,
+        ),
+    ]
+    if "temporal" in backing.embedded:
+        jobs.append(
+            wait_ready(
+                "Temporal UI",
+                lambda: http_ok(f"http://{LOCALHOST}:{settings.temporal_ui_port}/"),
+                child=None,
+                timeout_s=30,
+            )
+        )
+    await _gather(*jobs)
+    if not worker.running and worker.proc.returncode != 0:
+        raise StackError(worker.failure())
+    return backing
+
+
 async def run_dev(settings: Settings, *, say: Callable[[str], None] = print) -> int:
-    """`ivr dev`: bring everything up, print where it is, supervise until a signal."""
+    """`ivr dev`: bring everything up, print where it is, supervise until a signal.
+
+    Returns the exit code: 0 after SIGINT/SIGTERM, 1 when something failed or a child died.
+    """
     started = time.monotonic()
     task = asyncio.current_task()
     assert task is not None
     sup = Supervisor(logs_dir(settings))
     with _signals_cancel(task) as received:
         try:
-            _check_ports(settings)
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            say(f"starting services (data in {settings.data_dir})")
-            backing = await start_backing_services(settings, sup)
-            await _migrate_and_seed(settings, backing, say)
-            children = _app_children(settings, sup, _child_env(settings, backing))
-            await _wait_for_apps(settings, backing, children)
+            backing = await _start_everything(settings, sup, say)
             say(_banner(settings, backing, time.monotonic() - started))
-            while True:
+            while True:  # poll: children are plain Popen objects, not asyncio ones
                 dead = sup.dead()
                 if dead is not None:
                     say(f"error: {dead.failure()}\nstopping everything")
@@ -844,40 +922,3 @@ async def run_dev(settings: Settings, *, say: Callable[[str], None] = print) -> 
         finally:
             sup.stop_all()
             say("stopped")
-
-
-async def _wait_for_apps(settings: Settings, backing: Backing, children: list[Child]) -> None:
-    worker, api, dashboard = children
-    api_url = f"http://{settings.api_host}:{settings.api_port}"
-    checks = [
-        # /health answers 503 while a component is down; any answer means the API is serving.
-        wait_ready(
-            "API",
-            lambda: http_ok(f"{api_url}/health", accept=lambda s: s < 500 or s == 503),
-            child=api,
-            timeout_s=60,
-        ),
-        wait_ready(
-            "dashboard",
-            lambda: http_ok(f"http://{settings.api_host}:{settings.dashboard_port}/_stcore/health"),
-            child=dashboard,
-            timeout_s=60,
-        ),
-    ]
-    if "temporal" in backing.embedded:
-        checks.append(
-            wait_ready(
-                "Temporal UI",
-                lambda: http_ok(f"http://{LOCALHOST}:{settings.temporal_ui_port}/"),
-                child=None,
-                timeout_s=30,
-            )
-        )
-    try:
-        async with asyncio.TaskGroup() as group:
-            for check in checks:
-                group.create_task(check)
-    except* StackError as errors:
-        raise StackError("\n".join(str(e) for e in errors.exceptions)) from None
-    if not worker.running and worker.proc.returncode != 0:
-        raise StackError(worker.failure())
