@@ -258,7 +258,13 @@ async def exotel_passthru(request: Request, gateway: CallGatewayDep) -> Response
     # A hit that brings nothing new is the first of a call or a return from a greeting:
     # update-with-start covers both, and is a no-op start for a running call.
     start = event.kind == EventKind.resumed
-    update_id = p.fingerprint(event.call_sid, params)
+    # CurrentTime is what tells one data-less hit from the next; without it, the second it
+    # arrived stands in, so a call is never stuck replaying its first answer.
+    salt = ""
+    if params.text("CurrentTime") is None:
+        salt = str(int(time.time()))
+        log.warning("exotel_passthru_without_current_time", call_sid=event.call_sid)
+    update_id = p.fingerprint(event.call_sid, params, salt=salt)
     turn = None
     try:
         reply = await gateway.advance(

@@ -254,9 +254,9 @@ def direction(params: Params) -> str:
     return "outbound" if value.startswith("outbound") else "inbound"
 
 
-def fingerprint(sid: str, params: Params, exclude: Iterable[str] = ()) -> str:
+def fingerprint(sid: str, params: Params, exclude: Iterable[str] = (), salt: str = "") -> str:
     """An update id for a request: a carrier retry of it (same parameters) gets the same one."""
-    canonical = json.dumps(params.canonical(exclude), separators=(",", ":"))
+    canonical = json.dumps([params.canonical(exclude), salt], separators=(",", ":"))
     return f"{sid}:{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -310,6 +311,17 @@ async def test_new_current_time_is_a_new_turn(
 ) -> None:
     sid, clock = new_sid(), Clock()
     await start_call(client, sid, clock)
+    ids = [a.update_id for a in gateway.advances_for(sid)]
+    assert ids[0] != ids[1]
+
+
+async def test_without_current_time_a_later_hit_is_still_a_new_turn(
+    client: httpx.AsyncClient, gateway: ScriptedGateway
+) -> None:
+    sid = new_sid()
+    assert await passthru(client, {"CallSid": sid}) == "say"
+    await asyncio.sleep(1.05)
+    assert await passthru(client, {"CallSid": sid}) == "gather"
     ids = [a.update_id for a in gateway.advances_for(sid)]
     assert ids[0] != ids[1]
 
