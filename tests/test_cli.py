@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -105,9 +106,22 @@ def test_db_commands_on_database_url(empty_db: str) -> None:
     assert checked.exit_code == 0, checked.output
     assert "matches" in checked.output
 
+    for _ in range(2):  # the seed is idempotent
+        seeded = ivr("seed")
+        assert seeded.exit_code == 0, seeded.output
+    assert asyncio.run(_usernames(empty_db)) >= {"admin", "manager", "agent"}
+
     downgraded = ivr("db", "downgrade", "base")
     assert downgraded.exit_code == 0, downgraded.output
     assert ivr("db", "current").output.strip() == "none"
+
+
+async def _usernames(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {r["username"] for r in await conn.fetch("SELECT username FROM users")}
+    finally:
+        await conn.close()
 
 
 def test_db_downgrade_needs_a_revision() -> None:
@@ -269,6 +283,11 @@ def test_ivr_dev_brings_everything_up_and_stops_it_on_ctrl_c(tmp_path: Path) -> 
         ):
             assert expected in names, f"{expected} is not running under ivr dev: {names}"
         assert not (tmp_path / "data" / "logs" / "ivr-dev.log").exists()
+
+        # `ivr db` finds the running stack's PostgreSQL on its port and uses it.
+        current = _ivr("db", "current", env=env)
+        assert current.returncode == 0, current.stdout + current.stderr
+        assert current.stdout.strip().splitlines()[-1] == migrate.head()
     finally:
         dev.stop()
     assert dev.proc.returncode == 0, dev.output
@@ -276,6 +295,10 @@ def test_ivr_dev_brings_everything_up_and_stops_it_on_ctrl_c(tmp_path: Path) -> 
     assert _gone(children) == [], f"left running after ivr dev stopped: {_gone(children)}"
     for port in ports.values():
         assert not port_in_use(port), f"port {port} is still held"
+    logs = tmp_path / "data" / "logs"
+    for name in ("postgres", "redis", "temporal", "worker", "dashboard"):
+        last = (logs / f"{name}.log").read_text().splitlines()[-1]
+        assert re.match(r"=== stopped by SIG(INT|TERM); exit 0 ", last), (name, last)
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -9,16 +11,20 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from temporalio.api.enums.v1 import IndexedValueType, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType, WorkflowExecutionStatus
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+import worker
 from cli.stack import (
     StackError,
     Supervisor,
@@ -314,3 +320,48 @@ async def test_only_services_without_a_url_are_started(tmp_path: Path, services)
         assert backing.redis_url == services.redis_url
     finally:
         sup.stop_all()
+
+
+# --------------------------------------------------------------------------- worker.py
+
+
+async def _pollers(client: Client, task_queue: str) -> int:
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(response.pollers)
+
+
+async def test_worker_serves_the_registries_until_stopped(
+    settings: Settings, temporal_client: Client
+) -> None:
+    task_queue = f"worker-{uuid.uuid4().hex[:8]}"
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        worker.run(settings.model_copy(update={"temporal_task_queue": task_queue}), stop)
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while await _pollers(temporal_client, task_queue) == 0:
+            assert not running.done(), running
+            assert time.monotonic() < deadline, "the worker never polled its task queue"
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+    assert await asyncio.wait_for(running, 30) == 0
+
+
+async def test_worker_with_empty_registries_exits_0(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @contextlib.asynccontextmanager
+    async def nothing(_settings: Settings) -> AsyncIterator[list]:
+        yield []
+
+    monkeypatch.setattr(worker, "WORKFLOWS", [])
+    monkeypatch.setattr(worker, "build_activities", nothing)
+    assert await asyncio.wait_for(worker.run(settings, asyncio.Event()), 10) == 0
