@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 from api_helpers import assert_error, login
 from sqlalchemy import select
 
 from core.db.models import AuditLog, User
+from core.repositories import audit as audit_repo
 
 
 async def _audit_rows(db, **filters) -> list[AuditLog]:
@@ -274,3 +277,26 @@ async def test_audit_log_endpoint_pages_and_filters(client: httpx.AsyncClient, a
         "/api/audit-logs", params={"action": "user.create"}, headers=auth("admin")
     )
     assert {i["action"] for i in by_action.json()["items"]} == {"user.create"}
+
+
+def test_audit_summaries_are_scrubbed_of_secrets_at_any_depth() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    scrubbed = audit_repo.scrub(
+        {
+            "username": "u",
+            "password": "p",
+            "password_hash": "$argon2id$...",
+            "webhook_token": "t",
+            "settings": {"exotel_api_key": "k", "node_key": "welcome", "api_token": "t2"},
+            "steps": [{"refresh_token": "r", "at": when}],
+            "when": when,
+        }
+    )
+    assert scrubbed == {
+        "username": "u",
+        "settings": {"node_key": "welcome"},
+        "steps": [{"at": "2026-01-02T03:04:05Z"}],
+        "when": "2026-01-02T03:04:05Z",
+    }
+    assert audit_repo.scrub(None) is None
+    assert audit_repo.changes({"a": 1, "b": 2}, {"a": 1, "b": 3}) == ({"b": 2}, {"b": 3})
