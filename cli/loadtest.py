@@ -592,7 +592,15 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 ram_gib = round(int(line.split()[1]) / 1024**2, 1)
                 break
-    return {"nproc": os.cpu_count(), "cpu": model, "ramGiB": ram_gib}
+    return {"nproc": os.cpu_count(), "cpu": model, "ramGiB": ram_gib, "loadAvg1m": _load_1m()}
+
+
+def _load_1m() -> float | None:
+    """How busy the box already was: figures from a loaded machine are not comparable."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- reporting
@@ -671,6 +679,13 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
         console.print(
             f"{order}; {base['calls']} calls x {shape['baselineTurnsPerCall']} turns "
             "(update-with-start, then updates), its worker in its own process."
+        )
+    machine = report.get("machine")
+    if machine:
+        console.print(
+            f"machine: {machine['nproc']} x {machine['cpu']}, {machine['ramGiB']} GiB RAM; "
+            f"load average (1 min) {machine['loadAvg1m']} at start, "
+            f"{machine.get('loadAvg1mAtEnd')} at end"
         )
     if not report.get("finished", True):
         console.print("[red]stopped by --max-duration before every call ended[/red]")
@@ -766,6 +781,7 @@ async def _loadtest(
             report["finished"] = report["finished"] and phase.finished
     if "ours" in report and "baseline" in report:
         report["ratios"] = ratios(report["ours"], report["baseline"])
+    report["machine"]["loadAvg1mAtEnd"] = _load_1m()
     return report
 
 
