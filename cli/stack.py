@@ -191,7 +191,11 @@ def _parent_death_preexec(sig: int) -> Callable[[], None] | None:
 
 
 class Supervisor:
-    """Starts children with their output in `log_dir/<name>.log`; stops them in reverse."""
+    """Starts children with their output in `log_dir/<name>.log`; stops them in reverse.
+
+    Spawn from a thread that outlives the children (the main thread, or the event loop's):
+    Linux delivers the parent-death signal when the spawning *thread* exits.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
