@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 ROUTERS: tuple[str, ...] = (
     "api.routes.health:router",
@@ -30,6 +31,15 @@ def load_routers() -> list[APIRouter]:
     return routers
 
 
+def _summaries_from_docstrings(router: APIRouter) -> None:
+    # The convention: a route's one-line docstring is its OpenAPI summary (FastAPI would
+    # otherwise title-case the function name and put the docstring in the description).
+    for route in router.routes:
+        if isinstance(route, APIRoute) and not route.summary and route.endpoint.__doc__:
+            route.summary = route.endpoint.__doc__.strip().splitlines()[0].rstrip(".")
+
+
 def include_routers(app: FastAPI) -> None:
     for router in load_routers():
+        _summaries_from_docstrings(router)
         app.include_router(router)

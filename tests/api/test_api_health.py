@@ -154,6 +154,8 @@ async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
     assert spec.status_code == 200
     paths = spec.json()["paths"]
     assert "/api/auth/login" in paths and "/health" in paths
+    # A route's one-line docstring is its summary.
+    assert paths["/api/auth/me"]["get"]["summary"] == "The current user and what their role allows"
     # camelCase on the wire, in the documented schemas too.
     token_pair = spec.json()["components"]["schemas"]["TokenPair"]["properties"]
     assert {"accessToken", "refreshToken", "tokenType", "expiresIn"} == set(token_pair)
