@@ -159,3 +159,17 @@ async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
     # camelCase on the wire, in the documented schemas too.
     token_pair = spec.json()["components"]["schemas"]["TokenPair"]["properties"]
     assert {"accessToken", "refreshToken", "tokenType", "expiresIn"} == set(token_pair)
+
+
+async def test_health_reports_an_unreachable_database(api_settings: Settings) -> None:
+    dead_db = f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing"
+    async with (
+        serve(create_app(api_settings.model_copy(update={"database_url": dead_db}))) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        response = await client.get("/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "degraded"
+        assert body["components"]["db"]["status"] == "down"
+        assert body["components"]["redis"]["status"] == "up"
