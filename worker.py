@@ -20,7 +20,7 @@ from activities import build_activities
 from core.config import Settings
 from core.logging import configure_logging
 from core.temporal import connect, temporal_target
-from workflows import WORKFLOWS
+from workflows import WORKFLOWS, workflow_runner
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -51,6 +51,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             task_queue=settings.temporal_task_queue,
             workflows=list(WORKFLOWS),
             activities=list(activities),
+            workflow_runner=workflow_runner(),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
         log.info(

@@ -30,6 +30,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -40,13 +41,18 @@ from api.carriers.gateway import CallOver, UnknownCall
 from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
 from core.config import Settings
 from core.metrics import FALLBACK_REPLIES
-from core.telephony import CallEvent, Dialect, Pause, Reply, Say, expected_duration_s
+from core.telephony import CallEvent, Dialect, Hangup, Pause, Reply, Say, expected_duration_s
 from core.temporal import CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
 
 log = structlog.get_logger(__name__)
 
 HOLD_TEXT = "Please stay on the line."
+NOT_IN_SERVICE = "Sorry, this number is not in service. Goodbye."
 REPLY_TTL_S = 6 * 3600
+
+
+class TemporalUnavailable(RuntimeError):
+    """The API has no Temporal connection (yet): callers are held, not dropped."""
 
 
 class FlowNotFound(LookupError):
@@ -63,16 +69,24 @@ def _caller_hash(caller: str | None) -> str:
 class TemporalCallGateway:
     def __init__(
         self,
-        client: Client,
+        client: Client | Callable[[], Client | None],
         redis: aioredis.Redis,
         settings: Settings,
         resolve_flow: FlowResolver,
     ) -> None:
-        self.client = client
+        # A callable lets the API start before Temporal answers (it connects in the background).
+        self._client = client
         self.redis = redis
         self.settings = settings
         self.resolve_flow = resolve_flow
         self.budget_s = settings.webhook_budget_ms / 1000
+
+    @property
+    def client(self) -> Client:
+        client = self._client() if callable(self._client) else self._client
+        if client is None:
+            raise TemporalUnavailable("not connected to Temporal yet")
+        return client
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -100,8 +114,11 @@ class TemporalCallGateway:
                 self._send(event, update_id=update_id, dialect=dialect, start=start),
                 timeout=self.budget_s,
             )
-        except TimeoutError:
+        except (TimeoutError, TemporalUnavailable, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # No worker answered in time (down, overloaded, restarting): hold the caller.
             return await self._fallback(event, update_id, start)
+        except FlowNotFound:
+            return await self._not_in_service(event, dialect)
         if undelivered:
             await self.redis.delete(self._fallback_key(event.call_sid))
         await self.redis.set(
@@ -162,7 +179,10 @@ class TemporalCallGateway:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise UnknownCall(event.call_sid) from err
-            if err.status == RPCStatusCode.ALREADY_EXISTS or "already completed" in str(err).lower():
+            if (
+                err.status == RPCStatusCode.ALREADY_EXISTS
+                or "already completed" in str(err).lower()
+            ):
                 raise CallOver(event.call_sid) from err
             raise
 
@@ -185,6 +205,7 @@ class TemporalCallGateway:
             flow_version=version,
             flow_name=flow_name,
             definition=definition,
+            grace_s=self.settings.call_grace_s,
         )
         return WithStartWorkflowOperation(
             CALL_WORKFLOW,
@@ -196,17 +217,21 @@ class TemporalCallGateway:
             execution_timeout=timedelta(hours=6),
             search_attributes=TypedSearchAttributes(
                 [
-                    FLOW_ID.value_set(flow_id),
-                    FLOW_VERSION.value_set(version),
-                    CALLER_HASH.value_set(_caller_hash(event.caller)),
+                    SearchAttributePair(FLOW_ID, flow_id),
+                    SearchAttributePair(FLOW_VERSION, version),
+                    SearchAttributePair(CALLER_HASH, _caller_hash(event.caller)),
                 ]
             ),
         )
 
     async def _fallback(self, event: CallEvent, update_id: str, start: bool) -> Reply:
         FALLBACK_REPLIES.inc()
-        log.warning("webhook_budget_exceeded", call_sid=event.call_sid, update_id=update_id,
-                    budget_ms=self.settings.webhook_budget_ms)
+        log.warning(
+            "webhook_budget_exceeded",
+            call_sid=event.call_sid,
+            update_id=update_id,
+            budget_ms=self.settings.webhook_budget_ms,
+        )
         key = self._fallback_key(event.call_sid)
         await self.redis.hset(
             key,
@@ -220,14 +245,33 @@ class TemporalCallGateway:
         await self.redis.expire(key, REPLY_TTL_S)
         return self._hold_reply()
 
+    async def _not_in_service(self, event: CallEvent, dialect: Dialect) -> Reply:
+        """No published flow answers this number: say so, then hang up (no workflow runs)."""
+        log.warning("no_flow_for_number", call_sid=event.call_sid, called=event.called)
+        key = f"call:{event.call_sid}:no_flow"
+        spoken = not await self.redis.set(key, "1", ex=REPLY_TTL_S, nx=True)
+        say = Say(text=NOT_IN_SERVICE)
+        if dialect == Dialect.exotel and not spoken:
+            # Exotel speaks and hangs up in two applets: the greeting now, hang-up next turn.
+            reply = Reply(instructions=[say], expected_duration_s=expected_duration_s([say]))
+        else:
+            reply = Reply(
+                instructions=[say, Hangup(reason="no_flow")] if not spoken else [Hangup()],
+                final=True,
+            )
+        await self.redis.set(
+            self._reply_key(event.call_sid), reply.model_dump_json(), ex=REPLY_TTL_S
+        )
+        return reply
+
     @staticmethod
     def _hold_reply() -> Reply:
         instructions = [Say(text=HOLD_TEXT), Pause(seconds=2)]
-        return Reply(instructions=instructions, expected_duration_s=expected_duration_s(instructions))
+        return Reply(
+            instructions=instructions,
+            expected_duration_s=expected_duration_s(instructions),
+            fallback=True,
+        )
 
 
-__all__ = [
-    "FlowNotFound",
-    "TemporalCallGateway",
-    "WorkflowUpdateRPCTimeoutOrCancelledError",
-]
+__all__ = ["FlowNotFound", "TemporalCallGateway", "TemporalUnavailable"]

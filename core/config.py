@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # Webhook reply budget: past it the adapter answers a safe holding reply.
     webhook_budget_ms: int = Field(default=2000, ge=100, validation_alias="IVR_WEBHOOK_BUDGET_MS")
 
+    # Silence after a reply's expected duration before a call counts as hung up (Exotel sends
+    # no end-of-call callback for inbound flows).
+    call_grace_s: float = Field(default=20.0, gt=0, le=600, validation_alias="IVR_CALL_GRACE_S")
+
     log_level: str = Field(default="INFO", validation_alias="IVR_LOG_LEVEL")
     log_json: bool = Field(default=True, validation_alias="IVR_LOG_JSON")
 

@@ -39,3 +39,8 @@ LOGIN_ATTEMPTS = Counter(
     ("outcome",),
     registry=REGISTRY,
 )
+FALLBACK_REPLIES = Counter(
+    "ivr_webhook_fallback_replies",
+    "Holding replies given because the call workflow missed the webhook budget.",
+    registry=REGISTRY,
+)

@@ -121,6 +121,8 @@ class Reply(Wire):
     expected_duration_s: float = 0.0
     turn: int = 0
     final: bool = False  # the call ends after this reply
+    # A holding reply the API gave because the workflow missed the webhook budget.
+    fallback: bool = False
 
     @property
     def terminal(self) -> Instruction | None:

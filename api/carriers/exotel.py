@@ -266,11 +266,12 @@ async def exotel_passthru(request: Request, gateway: CallGatewayDep) -> Response
         log.warning("exotel_passthru_without_current_time", call_sid=event.call_sid)
     update_id = p.fingerprint(event.call_sid, params, salt=salt)
     turn = None
+    fallback = False
     try:
         reply = await gateway.advance(
             event, update_id=update_id, dialect=Dialect.exotel, start=start
         )
-        case, turn = select_case(reply), reply.turn
+        case, turn, fallback = select_case(reply), reply.turn, reply.fallback
     except CallOver:
         case = "hangup"
     except UnknownCall as err:
@@ -284,7 +285,10 @@ async def exotel_passthru(request: Request, gateway: CallGatewayDep) -> Response
         select=case,
         turn=turn,
     )
-    return _text(json.dumps({"select": case}))
+    response = _text(json.dumps({"select": case}))
+    if fallback:
+        response.headers["X-IVR-Fallback"] = "1"
+    return response
 
 
 @router.api_route("/greeting", methods=["GET", "HEAD"])

@@ -62,7 +62,21 @@ class CallGateway(Protocol):
 
 
 def get_call_gateway(request: Request) -> CallGateway:
-    return request.app.state.call_gateway  # type: ignore[no-any-return]
+    """The app's gateway; the Temporal one is built on first use from the lifespan's clients."""
+    state = request.app.state
+    gateway = getattr(state, "call_gateway", None)
+    if gateway is None:
+        from api.call_gateway import TemporalCallGateway
+        from core.repositories.flows import make_flow_resolver
+
+        gateway = TemporalCallGateway(
+            lambda: getattr(state, "temporal", None),
+            state.redis,
+            state.settings,
+            make_flow_resolver(state.sessionmaker),
+        )
+        state.call_gateway = gateway
+    return gateway  # type: ignore[no-any-return]
 
 
 CallGatewayDep = Annotated[CallGateway, Depends(get_call_gateway)]

@@ -1,0 +1,29 @@
+"""Helpers the end-to-end tests import (tests are not a package, so not from conftest)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.calls import CallActivities
+from workflows import WORKFLOWS, workflow_runner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
+from api_helpers import serve
+
+
+def make_worker(client: Client, task_queue: str, sessionmaker) -> Worker:
+    """An in-process worker with the real workflows and activities on `task_queue`."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=CallActivities(sessionmaker).all(),
+        workflow_runner=workflow_runner(),
+    )
+
+
+__all__ = ["make_worker", "serve"]

@@ -1,0 +1,309 @@
+"""Real calls through the Exotel and XML endpoints, the real gateway, Temporal and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+from e2e_support import make_worker, serve
+from sqlalchemy import select
+from temporalio.client import Client
+
+from api.main import create_app
+from cli.call import Outcome, SimulatedCall
+from core.calls import CallState
+from core.config import Settings
+from core.db.models import FlowExecution
+from core.temporal import call_workflow_id
+
+IST = timezone(timedelta(hours=5, minutes=30))
+WELCOME = "Welcome to customer support."
+NOT_AVAILABLE = "not available yet"
+
+
+def token(settings: Settings) -> str:
+    return settings.webhook_token.get_secret_value()
+
+
+class ExotelCall:
+    """One call's Exotel requests, built by hand to control retries and timing."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.http = http
+        self.base = f"/api/exotel/{token(settings)}"
+        self.sid = f"e2e{uuid.uuid4().hex[:20]}"
+        self.clock = datetime.now(IST).replace(microsecond=0)
+
+    def params(self, **extra: str) -> dict[str, str]:
+        self.clock += timedelta(seconds=3)
+        return {
+            "CallSid": self.sid, "CallFrom": "09876543210", "CallTo": "01140000000",
+            "Direction": "incoming", "CurrentTime": self.clock.strftime("%Y-%m-%d %H:%M:%S"),
+            **extra,
+        }
+
+    async def passthru(self, params: dict[str, str]) -> httpx.Response:
+        response = await self.http.get(f"{self.base}/passthru", params=params)
+        assert response.status_code == 200, response.text
+        return response
+
+    async def select(self, **extra: str) -> str:
+        return (await self.passthru(self.params(**extra))).json()["select"]
+
+    async def gather_prompt(self) -> str:
+        response = await self.http.get(f"{self.base}/gather", params={"CallSid": self.sid})
+        assert response.status_code == 200, response.text
+        return response.json()["gather_prompt"].get("text", "")
+
+    async def greeting(self) -> str:
+        response = await self.http.get(f"{self.base}/greeting", params={"CallSid": self.sid})
+        assert response.status_code == 200, response.text
+        return response.text
+
+
+async def execution(sessionmaker, sid: str) -> FlowExecution | None:
+    async with sessionmaker() as session:
+        return await session.scalar(select(FlowExecution).where(FlowExecution.call_sid == sid))
+
+
+async def wait_for_end(sessionmaker, sid: str, timeout_s: float = 60) -> FlowExecution:
+    for _ in range(int(timeout_s * 10)):
+        row = await execution(sessionmaker, sid)
+        if row is not None and row.ended_at is not None:
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"call {sid} did not end within {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+async def worker(client_dc: Client, e2e_settings: Settings, sessionmaker):
+    async with make_worker(client_dc, e2e_settings.temporal_task_queue, sessionmaker):
+        yield
+
+
+async def test_ivr_call_digits_2_walks_the_seeded_flow(
+    worker, api_url, e2e_settings, sessionmaker
+):
+    heard: list[str] = []
+    call = SimulatedCall(api_url, token(e2e_settings), digits=["2"], echo=heard.append)
+    result = await call.run()
+    assert result.outcome == Outcome.completed, result.error
+    text = "\n".join(heard)
+    assert WELCOME in text
+    assert "For billing, press 1." in text
+    assert "You have reached technical support." in text
+    assert NOT_AVAILABLE in text  # the queue node lands with the routing issue
+    row = await wait_for_end(sessionmaker, call.call_sid)
+    assert row.status == "completed" and row.end_reason == "not_available"
+    assert row.path == ["welcome", "main_menu", "tech_info", "tech_queue"]
+
+
+async def test_same_webhook_twice_advances_once(worker, http, e2e_settings, client_dc):
+    call = ExotelCall(http, e2e_settings)
+    first_params = call.params()
+    a = (await call.passthru(first_params)).json()
+    b = (await call.passthru(first_params)).json()  # Exotel retried the first Passthru
+    assert a == b == {"select": "gather"}
+    digits = call.params(digits='"2"')
+    c = (await call.passthru(digits)).json()
+    d = (await call.passthru(digits)).json()
+    assert c == d
+    state = await client_dc.get_workflow_handle(call_workflow_id(call.sid)).query(
+        "state", result_type=CallState
+    )
+    assert state.turn == 2
+    assert [v.node_id for v in state.history][:3] == ["welcome", "main_menu", "tech_info"]
+
+
+async def test_exotel_quirks_reach_the_workflow(worker, http, e2e_settings, client_dc):
+    call = ExotelCall(http, e2e_settings)
+    assert await call.select() == "gather"
+    prompt = await call.gather_prompt()
+    assert prompt.startswith(WELCOME)
+    # Quoted digits, lower-case parameter names, a +91 number: all the same call.
+    params = {k.lower(): v for k, v in call.params(digits='"1"').items()}
+    params["callfrom"] = "+919876543210"
+    assert (await call.passthru(params)).json() == {"select": "say"}
+    state = await client_dc.get_workflow_handle(call_workflow_id(call.sid)).query(
+        "state", result_type=CallState
+    )
+    assert state.variables["caller"] == "+919876543210"
+    assert state.variables["last_digits"] == "1"
+
+
+async def test_silent_caller_mid_greeting_is_abandoned(worker, http, e2e_settings, sessionmaker):
+    call = ExotelCall(http, e2e_settings)
+    assert await call.select() == "gather"
+    # The caller hangs up during the welcome; Exotel sends nothing more.
+    row = await wait_for_end(sessionmaker, call.sid, timeout_s=60)
+    assert row.status == "abandoned" and row.end_reason == "no_webhook"
+
+
+async def test_status_callback_ends_the_call_at_once(worker, http, e2e_settings, sessionmaker):
+    call = ExotelCall(http, e2e_settings)
+    assert await call.select() == "gather"
+    response = await http.post(
+        f"{call.base}/status", data={"CallSid": call.sid, "Status": "completed"}
+    )
+    assert response.status_code == 200
+    row = await wait_for_end(sessionmaker, call.sid, timeout_s=10)
+    assert row.status == "abandoned" and row.end_reason == "caller_hung_up"
+
+
+async def test_unknown_call_on_applet_is_404(http, e2e_settings):
+    response = await http.get(
+        f"/api/exotel/{token(e2e_settings)}/gather", params={"CallSid": "nosuchcall123"}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]
+
+
+async def test_xml_original_curl_body_returns_welcome(worker, http, e2e_settings):
+    response = await http.post(
+        "/api/ivr/execute",
+        params={"token": token(e2e_settings)},
+        json={"CallSid": f"xml{uuid.uuid4().hex[:12]}", "From": "+919876543210",
+              "To": "+911234567890", "CallStatus": "ringing"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.text
+    assert body.startswith("<?xml") and "<Response>" in body
+    assert WELCOME in body and "<Gather" in body
+
+
+async def test_live_call_keeps_its_version_across_publish_and_rollback(
+    worker, http, e2e_settings, admin_headers
+):
+    flows = (await http.get("/api/flows", headers=admin_headers)).json()["items"]
+    main = next(f for f in flows if f["name"] == "Main Customer Support Flow")
+    flow_id = main["id"]
+    live_before = main["liveVersion"]
+
+    old_call = ExotelCall(http, e2e_settings)
+    assert await old_call.select() == "gather"  # pinned to the current live version
+
+    draft = (await http.get(f"/api/flows/{flow_id}", headers=admin_headers)).json()
+    for node in draft["nodes"]:
+        if node["id"] == "welcome":
+            node["config"]["message"] = "Welcome to the NEW support line."
+    body = {k: draft[k] for k in ("name", "description", "nodes", "connections")
+            if k in draft}
+    body["draftRevision"] = draft["draftRevision"]
+    if draft.get("entryNode"):
+        body["entryNode"] = draft["entryNode"]
+    saved = await http.put(f"/api/flows/{flow_id}", json=body, headers=admin_headers)
+    assert saved.status_code == 200, saved.text
+    published = await http.post(f"/api/flows/{flow_id}/publish", headers=admin_headers)
+    assert published.status_code in (200, 201), published.text
+
+    new_call = ExotelCall(http, e2e_settings)
+    assert await new_call.select() == "gather"
+    assert (await new_call.gather_prompt()).startswith("Welcome to the NEW support line.")
+
+    # The call that started before the publish still runs the old version.
+    assert await old_call.select(digits='"0"') == "gather"
+    assert (await old_call.gather_prompt()).startswith("For billing")
+
+    rolled = await http.post(
+        f"/api/flows/{flow_id}/versions/{live_before}/publish", headers=admin_headers
+    )
+    assert rolled.status_code in (200, 201), rolled.text
+    after = ExotelCall(http, e2e_settings)
+    assert await after.select() == "gather"
+    assert (await after.gather_prompt()).startswith(WELCOME)
+
+
+async def temporal_connected(http: httpx.AsyncClient) -> None:
+    for _ in range(200):
+        if (await http.get("/health")).json()["components"]["temporal"]["status"] == "up":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the API never connected to Temporal")
+
+
+def own_queue(settings: Settings) -> Settings:
+    return settings.model_copy(update={"temporal_task_queue": f"own-{uuid.uuid4().hex[:8]}"})
+
+
+async def test_budget_fallback_when_no_worker_runs_then_call_goes_on(
+    e2e_settings, seeded_db, client_dc, sessionmaker
+):
+    settings = own_queue(e2e_settings)  # no worker polls this queue until we start one
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        await temporal_connected(http)
+        await fallback_then_recovery(http, settings, client_dc, sessionmaker)
+
+
+async def fallback_then_recovery(http, e2e_settings, client_dc, sessionmaker) -> None:
+    call = ExotelCall(http, e2e_settings)
+    first = await call.passthru(call.params())
+    assert first.json() == {"select": "say"}, first.text
+    assert first.headers.get("X-IVR-Fallback") == "1"
+    assert "Please stay on the line." in await call.greeting()
+    async with make_worker(client_dc, e2e_settings.temporal_task_queue, sessionmaker):
+        # The carrier comes back after the hold: the original turn is answered now.
+        for _ in range(10):
+            response = await call.passthru(call.params())
+            if response.headers.get("X-IVR-Fallback") != "1":
+                break
+        assert response.json() == {"select": "gather"}
+        assert (await call.gather_prompt()).startswith(WELCOME)
+        state = await client_dc.get_workflow_handle(call_workflow_id(call.sid)).query(
+            "state", result_type=CallState
+        )
+        assert state.turn == 1  # the held turn ran once, not once per retry
+
+
+async def test_worker_killed_mid_call_call_completes(
+    e2e_settings, seeded_db, worker_env, sessionmaker
+):
+    settings = own_queue(e2e_settings)
+    env = {**worker_env, "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue}
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(
+        base_url=url, timeout=15
+    ) as http:
+        await temporal_connected(http)
+        await kill_worker_mid_call(http, settings, env, sessionmaker)
+
+
+async def kill_worker_mid_call(http, e2e_settings, worker_env, sessionmaker) -> None:
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "worker.py"], env=worker_env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    async def turn(call: ExotelCall, **extra: str) -> str:
+        # Re-sent after holds, exactly as a carrier comes back, until the workflow answers.
+        for _ in range(30):
+            response = await call.passthru(call.params(**extra))
+            if response.headers.get("X-IVR-Fallback") != "1":
+                return response.json()["select"]
+            extra = {}
+        raise AssertionError("the call never got past the hold")
+
+    proc = start_worker()
+    try:
+        call = ExotelCall(http, e2e_settings)
+        assert await turn(call) == "gather"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc = start_worker()
+        assert await turn(call, digits='"1"') == "say"  # billing info, from the new worker
+        assert "Connecting you to our billing team" in await call.greeting()
+        select = await turn(call)
+        assert select in ("say", "hangup")
+        while select != "hangup":
+            select = await turn(call)
+        row = await wait_for_end(sessionmaker, call.sid, timeout_s=30)
+        assert row.status == "completed"
+        assert row.path[:3] == ["welcome", "main_menu", "billing_info"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
