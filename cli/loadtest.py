@@ -11,7 +11,7 @@ What is measured: only the Passthru hits, because only they advance the workflow
 (which starts it) apart from the later ones. Applet fetches are counted, not mixed into the turn
 latencies. A failed request (non-2xx, exception, timeout) is an error and ends that simulated
 call; it is not a latency sample. A fallback is a turn the API answered with its budget hold
-(the greeting says "Please stay on the line.": the workflow missed the webhook budget).
+(`X-IVR-Fallback: 1` on the Passthru, or a greeting saying "Please stay on the line.").
 
 `--baseline` then runs, in the same process and with the same shape (N calls, C concurrent, same
 think time, the real calls' mean turns per call), the raw Temporal limit: `bench.baseline`, a
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 # The API's budget hold (api.call_gateway.HOLD_TEXT; a test keeps the two equal).
 HOLD_TEXT = "Please stay on the line."
+FALLBACK_HEADER = "X-IVR-Fallback"  # set by the Exotel adapter on a budget hold
 DEFAULT_CALLED = "+911234567890"  # as `ivr call`: a number no flow claims, the default flow
 BASELINE_ORDER = "baseline ran after the real run, on the same Temporal server"
 
@@ -265,7 +266,32 @@ def error_kind(message: str | None) -> str:
 
 def is_fallback(heard: Sequence[str]) -> bool:
     """The budget hold: the API had no answer from the workflow within its webhook budget."""
-    return any(HOLD_TEXT.lower() in line.lower() for line in heard)
+    # The whole line, exactly: a flow's own prompt may well say "please stay on the line for…".
+    return any(line.strip() == HOLD_TEXT for line in heard)
+
+
+class FallbackMarks:
+    """`X-IVR-Fallback: 1` on each Passthru answer, per call, in order (the simulator's turns
+    don't keep headers, so a response hook on the shared client notes them)."""
+
+    def __init__(self) -> None:
+        self._marks: dict[str, list[bool]] = {}
+
+    def attach(self, client: httpx.AsyncClient) -> None:
+        hooks = client.event_hooks
+        hooks["response"] = [*hooks.get("response", []), self._on_response]
+        client.event_hooks = hooks
+
+    async def _on_response(self, response: httpx.Response) -> None:
+        url = response.request.url
+        if url.path.endswith("/passthru"):
+            sid = url.params.get("CallSid", "")
+            marked = response.headers.get(FALLBACK_HEADER, "").strip() == "1"
+            self._marks.setdefault(sid, []).append(marked)
+
+    def take(self, call_sid: str) -> list[bool]:
+        """The marks of one call's Passthru answers (turn n is index n - 1); forgets them."""
+        return self._marks.pop(call_sid, [])
 
 
 async def exotel_call(
@@ -276,6 +302,7 @@ async def exotel_call(
     *,
     call_sid: str,
     caller: str,
+    marks: FallbackMarks | None = None,
 ) -> None:
     """One caller, Passthru to hangup, through `ivr call`'s simulator; results go into `rec`."""
     from cli.call import Outcome, SimulatedCall
@@ -302,12 +329,14 @@ async def exotel_call(
     else:
         outcome, error, turns = result.outcome, result.error, result.turns
     # Only Passthru hits advance the workflow; a failed one never became a Turn.
+    headers = marks.take(call_sid) if marks is not None else []
     for turn in turns:
         rec.turn(first=turn.first, elapsed_ms=turn.ms)
         if turn.applet_ms is not None:
             rec.applet_ms.append(turn.applet_ms)
             rec.applet_fetches += 2 if turn.applet == "say" else 1  # greeting: HEAD + GET
-        rec.fallbacks += turn.applet == "say" and is_fallback(turn.heard)
+        marked = 0 < turn.turn <= len(headers) and headers[turn.turn - 1]
+        rec.fallbacks += marked or (turn.applet == "say" and is_fallback(turn.heard))
     if outcome == Outcome.completed:
         rec.completed_calls += 1
         rec.turns_per_call.append(len(turns))
@@ -374,18 +403,20 @@ async def run_exotel_load(
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(_http_client(concurrency, plan.timeout_s))
+        marks = FallbackMarks()
+        marks.attach(client)
         run = uuid.uuid4().hex[:8]
         for index in range(warmup):
             await exotel_call(
                 client, target, plan, Recorder(),
-                call_sid=f"lt{run}w{index}", caller=_caller_number(index),
+                call_sid=f"lt{run}w{index}", caller=_caller_number(index), marks=marks,
             )  # fmt: skip
         rec = Recorder()
 
         async def one_call(index: int) -> None:
             await exotel_call(
                 client, target, plan, rec,
-                call_sid=f"lt{run}c{index}", caller=_caller_number(index),
+                call_sid=f"lt{run}c{index}", caller=_caller_number(index), marks=marks,
             )  # fmt: skip
 
         rec.started = time.perf_counter()

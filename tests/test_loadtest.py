@@ -24,6 +24,7 @@ from cli.loadtest import (
     baseline_worker,
     error_kind,
     flatten,
+    is_fallback,
     percentile,
     ratios,
     render_table,
@@ -301,6 +302,35 @@ async def test_a_call_that_never_hangs_up_is_capped() -> None:
     rec = await _drive(FakeExotelApi(fail_turn=-1), 1, CallPlan(think_s=0, max_turns=5))
     assert rec.capped_calls == 1 and not rec.errors
     assert len(rec.first_ms) + len(rec.later_ms) == 5
+
+
+async def test_the_fallback_header_counts_once_per_turn() -> None:
+    class HeaderApi(FakeExotelApi):
+        SCRIPT = ("gather", "say", "say", "hangup")
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            async def marking(message: dict[str, Any]) -> None:
+                passthru = scope["path"].endswith("/passthru")
+                if message["type"] == "http.response.start" and passthru:
+                    # Turns 2 and 3 (the greeting of turn 3 is the hold text as well).
+                    if self.turn[_sid(scope)] in (2, 3):
+                        message["headers"] = [*message["headers"], (b"x-ivr-fallback", b"1")]
+                await send(message)
+
+            await super().__call__(scope, receive, marking)
+
+    rec = await _drive(HeaderApi(), 2, CallPlan(think_s=0))
+    assert rec.completed_calls == 2
+    assert rec.fallbacks == 2 * 2  # turn 3 has header and text: counted once
+
+
+def _sid(scope: dict[str, Any]) -> str:
+    return parse_qs(scope["query_string"].decode())["CallSid"][0]
+
+
+def test_a_prompt_that_merely_mentions_staying_on_the_line_is_no_fallback() -> None:
+    assert is_fallback(["Please stay on the line.", "https://x/silence/2.wav"])
+    assert not is_fallback(["Please stay on the line for the next available engineer."])
 
 
 def test_error_kinds_from_the_simulator_messages() -> None:
