@@ -30,7 +30,11 @@ class Settings(BaseSettings):
     """Every knob of the platform; names are the environment variables (case-insensitive)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
     )
 
     env: Env = Field(default=Env.dev, validation_alias=AliasChoices("IVR_ENV", "env"))
