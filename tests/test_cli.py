@@ -152,7 +152,13 @@ def test_db_upgrade_starts_the_embedded_postgres_only_for_the_command(tmp_path: 
 def test_dev_refuses_a_taken_port_and_names_the_variable(
     tmp_path: Path, listening_port: int
 ) -> None:
-    env = _env(IVR_DATA_DIR=str(tmp_path / "data"), IVR_PG_PORT=str(listening_port))
+    # Every other port free, so that the taken one is what stops it (not a default in use).
+    others = ("REDIS", "TEMPORAL", "TEMPORAL_UI", "API", "DASHBOARD")
+    env = _env(
+        IVR_DATA_DIR=str(tmp_path / "data"),
+        IVR_PG_PORT=str(listening_port),
+        **{f"IVR_{name}_PORT": str(free_port()) for name in others},
+    )
     result = _ivr("dev", env=env, timeout_s=60)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
