@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 from cli.stack import (
     APP_DATABASE,
+    RESERVED_PORTS,
     StackError,
     Supervisor,
     ensure_database,
+    ensure_port_free,
     logs_dir,
     pg_probe,
     pg_url,
@@ -30,6 +32,8 @@ async def app_database(settings: Settings) -> AsyncIterator[str]:
         return
     port = settings.embedded_pg_port
     admin = pg_url(port)
+    if port in RESERVED_PORTS:  # never mistake the system PostgreSQL for ours
+        ensure_port_free(port, "PostgreSQL")
     if port_in_use(port):
         try:
             await pg_probe(admin)

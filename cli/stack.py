@@ -924,5 +924,6 @@ async def run_dev(settings: Settings, *, say: Callable[[str], None] = print) -> 
             say(f"error: {exc}")
             return 1
         finally:
-            sup.stop_all()
-            say("stopped")
+            if sup.children:
+                sup.stop_all()
+                say("stopped")

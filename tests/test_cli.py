@@ -128,6 +128,14 @@ async def _usernames(url: str) -> set[str]:
         await conn.close()
 
 
+def test_db_never_takes_the_system_postgres_for_the_embedded_one(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "", "IVR_PG_PORT": "5432", "IVR_DATA_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["db", "current"], env=env)
+    assert result.exit_code == 1
+    assert "reserved for the system PostgreSQL" in result.output
+    assert "IVR_PG_PORT" in result.output
+
+
 def test_db_downgrade_needs_a_revision() -> None:
     result = runner.invoke(app, ["db", "downgrade"])
     assert result.exit_code == 2
