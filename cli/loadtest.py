@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 # The API's budget hold (api.call_gateway.HOLD_TEXT; a test keeps the two equal).
 HOLD_TEXT = "Please stay on the line."
 FALLBACK_HEADER = "X-IVR-Fallback"  # set by the Exotel adapter on a budget hold
+KEEPALIVE_EXPIRY_S = 2.0
 DEFAULT_CALLED = "+911234567890"  # as `ivr call`: a number no flow claims, the default flow
 BASELINE_ORDER = "baseline ran after the real run, on the same Temporal server"
 
@@ -351,7 +352,13 @@ async def exotel_call(
 async def _http_client(concurrency: int, timeout_s: float) -> AsyncIterator[httpx.AsyncClient]:
     import httpx
 
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
+    # Idle connections expire before uvicorn's 5 s keep-alive does: reusing one the server is
+    # closing at that moment fails with a ReadError that is the generator's, not the API's.
+    limits = httpx.Limits(
+        max_connections=concurrency * 2,
+        max_keepalive_connections=concurrency,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
     # trust_env=False: no proxy from the environment may carry loopback traffic elsewhere.
     async with httpx.AsyncClient(limits=limits, timeout=timeout_s, trust_env=False) as client:
         yield client
