@@ -208,6 +208,7 @@ class CallWorkflow:
             self.ctx.variables["call_status"] = event.call_status
         if self.turn > MAX_TURNS_PER_CALL:
             return self._hand_out([Say(text=GOODBYE), Hangup(reason="max_turns")], "max_turns")
+        event = self._as_answer_to_pending(event)
         if self.queued and event.kind == EventKind.resumed:
             # The carrier played the previous piece of this turn (Exotel: one applet a turn).
             piece = self.queued.pop(0)
@@ -225,6 +226,28 @@ class CallWorkflow:
                  Hangup(reason="flow_error")],
                 "flow_error",
             )
+
+    def _as_answer_to_pending(self, event: CallEvent) -> CallEvent:
+        """Read the event as the answer to what we asked the carrier for.
+
+        Carriers may repeat earlier parameters (Exotel's `digits`, `DialCallStatus`) on later
+        requests, so the kind an adapter guessed from the parameters is only a hint: after
+        prompts the carrier is just back, after a gather it brings keys (none = timeout).
+        """
+        if self.pending is None or event.kind in (EventKind.started, EventKind.ended):
+            return event
+        waiting = self.pending.terminal.kind if self.pending.terminal is not None else None
+        if waiting == "gather":
+            kind, update = EventKind.digits, {"digits": event.digits or ""}
+        elif waiting == "dial":
+            kind, update = EventKind.dial_result, {}
+        elif waiting == "record":
+            kind, update = EventKind.recording, {}
+        else:
+            kind, update = EventKind.resumed, {}
+        if kind == event.kind and not update:
+            return event
+        return event.model_copy(update={"kind": kind, **update})
 
     @advance.validator
     def _validate_advance(self, event: CallEvent) -> None:

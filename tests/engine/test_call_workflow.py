@@ -238,3 +238,24 @@ async def test_unconnected_port_ends_politely(call_worker):
     assert texts(first) == ["Hi.", "Info.", "Thank you for calling. Goodbye."]
     assert first.final
     assert (await call.outcome()).reason == "end_of_flow"
+
+
+async def test_stale_carrier_params_are_read_against_the_pending_instruction(call_worker):
+    """Exotel may repeat `digits` on a later Passthru: after prompts it only means 'back'."""
+    client, tq = call_worker
+    call = Call(client, tq, dialect=Dialect.exotel)
+    await call.first()
+    played = await call.send(call.event(EventKind.digits, digits="1"))
+    assert [i.kind for i in played.instructions] == ["say", "say"]
+    # Back from the greeting, but the request still carries digits=1 from before.
+    hangup = await call.send(call.event(EventKind.digits, digits="1"))
+    assert [i.kind for i in hangup.instructions] == ["hangup"]
+    assert (await call.outcome()).path == ["welcome", "menu", "billing", "bye"]
+
+
+async def test_gather_answered_without_digits_param_counts_as_timeout(call_worker):
+    client, tq = call_worker
+    call = Call(client, tq)
+    await call.first()
+    retry = await call.send(call.event(EventKind.resumed))
+    assert texts(retry)[0] == "We did not hear a choice."
