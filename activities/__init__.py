@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.calls import CallActivities
+from activities.carrier import CarrierActivities
 from core.config import Settings
 from core.db.session import make_engine, make_sessionmaker
 
@@ -28,12 +30,18 @@ def _database_url(settings: Settings) -> str:
 async def build_activities(settings: Settings) -> AsyncIterator[list[Callable[..., Any]]]:
     """Yield every activity callable, bound to dependencies built from `settings`."""
     engine = make_engine(_database_url(settings))  # connects lazily, on first use
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     try:
-        yield _activities(make_sessionmaker(engine))
+        yield _activities(settings, make_sessionmaker(engine), http)
     finally:
+        await http.aclose()
         await engine.dispose()
 
 
-def _activities(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Callable[..., Any]]:
+def _activities(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+) -> list[Callable[..., Any]]:
     """Every activity, from each activity class built once with its dependencies."""
-    return [*CallActivities(sessionmaker).all()]
+    return [*CallActivities(sessionmaker).all(), *CarrierActivities(settings, http).all()]

@@ -108,3 +108,18 @@ class CallFinalRecord(Wire):
     path: list[str]
     variables: dict[str, Any]
     recording_url: str | None = None
+
+
+class CarrierStatusRequest(Wire):
+    call_sid: str
+    carrier: str
+
+
+class CarrierStatus(Wire):
+    """The carrier's own view of a call; `known` is False without credentials or data."""
+
+    known: bool
+    status: str | None = None
+    live: bool = False
+    duration_s: float | None = None
+    error: str | None = None

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     exotel_api_key: SecretStr | None = None
     exotel_api_token: SecretStr | None = None
     exotel_region: Literal["sg", "in"] = "in"
+    # Overrides the region's base URL (a proxy, or the fake Exotel in tests).
+    exotel_api_base: str = ""
     twilio_auth_token: SecretStr | None = None
 
     # Webhook reply budget: past it the adapter answers a safe holding reply.
@@ -104,8 +106,14 @@ class Settings(BaseSettings):
 
     @property
     def exotel_base_url(self) -> str:
+        if self.exotel_api_base:
+            return self.exotel_api_base.rstrip("/")
         host = "api.in.exotel.com" if self.exotel_region == "in" else "api.exotel.com"
         return f"https://{host}"
+
+    @property
+    def exotel_configured(self) -> bool:
+        return bool(self.exotel_sid and self.exotel_api_key and self.exotel_api_token)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

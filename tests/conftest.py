@@ -31,6 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+
+# Imported here, at collection, on purpose: hypothesis' pytest plugin otherwise imports it at
+# the terminal summary, and on CPython 3.11.7 pytest's assertion rewriter then dies with
+# "AST constructor recursion depth mismatch" after the Temporal-heavy end-to-end modules.
+import hypothesis  # noqa: F401
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis

@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from core.calls import (
@@ -27,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
         CallStart,
         CallStartedRecord,
         CallState,
+        CarrierStatus,
+        CarrierStatusRequest,
         NodeVisit,
         VisitsRecord,
     )
@@ -54,6 +56,8 @@ WRITE_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 WRITE_TIMEOUT = timedelta(seconds=10)
+# How many times a silent call is re-checked with the carrier before it is ended anyway.
+MAX_CARRIER_CONFIRMATIONS = 3
 # How long to wait for the very first webhook's update after a start without one.
 FIRST_TURN_WAIT_S = 60.0
 
@@ -97,6 +101,7 @@ class CallWorkflow:
         self.progress = 0  # bumped on every turn, so the run loop re-arms its deadline
         self.writes: list[asyncio.Task[Any]] = []
         self.finished = False
+        self.confirmations = 0
         # Sent with the first write (visits or the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord(
             call_sid=start.call_sid,
@@ -129,6 +134,8 @@ class CallWorkflow:
                     timeout=timeout,
                 )
             except TimeoutError:
+                if await self._carrier_says_live():
+                    continue  # the carrier still has the call: wait one more period
                 return self._silent_end()
             if self.end_event is not None:
                 return self._status_from_carrier(self.end_event)
@@ -139,6 +146,31 @@ class CallWorkflow:
         if self.pending is None:
             return FIRST_TURN_WAIT_S
         return max(1.0, self.pending.expected_duration_s) + self.start.grace_s
+
+    async def _carrier_says_live(self) -> bool:
+        """Ask the carrier's REST API whether a call we stopped hearing from is still up."""
+        if not workflow.patched("carrier-confirms-silence"):
+            return False
+        if self.confirmations >= MAX_CARRIER_CONFIRMATIONS:
+            return False
+        self.confirmations += 1
+        try:
+            status = await workflow.execute_activity(
+                "carrier_call_status",
+                CarrierStatusRequest(call_sid=self.start.call_sid, carrier=self.start.carrier),
+                result_type=CarrierStatus,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=3, maximum_interval=timedelta(seconds=5)
+                ),
+            )
+        except ActivityError:
+            # The carrier cannot tell us: trust the silence rather than hold the call open.
+            workflow.logger.warning("carrier status unavailable for %s", self.start.call_sid)
+            return False
+        if status.known:
+            self.ctx.variables["carrier_status"] = status.status
+        return status.live
 
     def _silent_end(self) -> tuple[str, str]:
         """No webhook came back in time: the caller hung up somewhere we cannot see."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
+from activities.carrier import CarrierActivities
+from core.config import Env, Settings
 from workflows import WORKFLOWS, workflow_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
@@ -21,7 +24,11 @@ def make_worker(client: Client, task_queue: str, sessionmaker) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=CallActivities(sessionmaker).all(),
+        activities=[
+            *CallActivities(sessionmaker).all(),
+            # No Exotel credentials here: silent calls end without a carrier check.
+            *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient()).all(),
+        ],
         workflow_runner=workflow_runner(),
     )
 

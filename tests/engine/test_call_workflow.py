@@ -259,3 +259,31 @@ async def test_gather_answered_without_digits_param_counts_as_timeout(call_worke
     await call.first()
     retry = await call.send(call.event(EventKind.resumed))
     assert texts(retry)[0] == "We did not hear a choice."
+
+
+async def test_silent_call_still_live_at_the_carrier_is_kept_then_ended(
+    call_worker, fake_exotel
+):
+    client, tq = call_worker
+    fake, _ = fake_exotel
+    call = Call(client, tq, dialect=Dialect.exotel, grace_s=0.5)
+    call.start = call.start.model_copy(update={"carrier": "exotel"})
+    fake.statuses[call.sid] = ["in-progress", "completed"]
+    await call.first()
+    outcome = await asyncio.wait_for(call.outcome(), timeout=90)
+    # First silence: Exotel says the call is up, so the workflow waited another period.
+    assert fake.requests.count(call.sid) == 2
+    assert outcome.status == "abandoned" and outcome.reason == "no_webhook"
+    assert outcome.turns == 1
+
+
+async def test_carrier_throttling_is_retried_and_unknown_call_ends(call_worker, fake_exotel):
+    client, tq = call_worker
+    fake, _ = fake_exotel
+    call = Call(client, tq, dialect=Dialect.exotel, grace_s=0.5)
+    call.start = call.start.model_copy(update={"carrier": "exotel"})
+    fake.throttle_next = 1  # one 429, then a 404 for this unknown call
+    await call.first()
+    outcome = await asyncio.wait_for(call.outcome(), timeout=90)
+    assert outcome.status == "abandoned"
+    assert fake.requests.count(call.sid) == 2
