@@ -424,11 +424,25 @@ class CallWorkflow:
         return record
 
     def _write(self, activity: str, arg: Any) -> None:
-        """Start a DB write without awaiting it: the caller's turn never waits for analytics."""
+        """Start a DB write without awaiting it: the caller's turn never waits for analytics.
+
+        Writes of one call run one after another, so a visit never lands before the call's
+        start record or after a newer visit (no retry storms, no reordering).
+        """
+        previous = next((w for w in reversed(self.writes) if not w.done()), None)
         self.writes = [w for w in self.writes if not w.done()]
-        self.writes.append(
-            workflow.start_activity(
-                activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
+        if previous is None or not workflow.patched("serial-call-writes"):
+            self.writes.append(
+                workflow.start_activity(
+                    activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
+                )
             )
+            return
+        self.writes.append(asyncio.create_task(self._write_after(previous, activity, arg)))
+
+    async def _write_after(self, previous: asyncio.Future[Any], activity: str, arg: Any) -> None:
+        await previous
+        await workflow.execute_activity(
+            activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
         )
 
