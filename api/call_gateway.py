@@ -42,7 +42,7 @@ from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
 from core.config import Settings
 from core.metrics import FALLBACK_REPLIES
 from core.telephony import CallEvent, Dialect, Hangup, Pause, Reply, Say, expected_duration_s
-from core.temporal import CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
+from core.temporal import CALL_STATUS, CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
 
 log = structlog.get_logger(__name__)
 
@@ -220,6 +220,7 @@ class TemporalCallGateway:
                     SearchAttributePair(FLOW_ID, flow_id),
                     SearchAttributePair(FLOW_VERSION, version),
                     SearchAttributePair(CALLER_HASH, _caller_hash(event.caller)),
+                    SearchAttributePair(CALL_STATUS, "in_progress"),
                 ]
             ),
         )

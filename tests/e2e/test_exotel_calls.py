@@ -20,7 +20,14 @@ from cli.call import Outcome, SimulatedCall
 from core.calls import CallState
 from core.config import Settings
 from core.db.models import FlowExecution
-from core.temporal import call_workflow_id
+from core.temporal import (
+    CALL_STATUS,
+    CALLER_HASH,
+    CURRENT_NODE,
+    FLOW_ID,
+    FLOW_VERSION,
+    call_workflow_id,
+)
 
 IST = timezone(timedelta(hours=5, minutes=30))
 WELCOME = "Welcome to customer support."
@@ -119,6 +126,15 @@ async def test_same_webhook_twice_advances_once(worker, http, e2e_settings, clie
     )
     assert state.turn == 2
     assert [v.node_id for v in state.history][:3] == ["welcome", "main_menu", "tech_info"]
+    # Operators find calls in the Temporal UI by these search attributes.
+    handle = client_dc.get_workflow_handle(call_workflow_id(call.sid))
+    await handle.result()
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(FLOW_ID) is not None and attributes.get(FLOW_VERSION) >= 1
+    assert attributes.get(CURRENT_NODE) == "tech_queue"
+    # The test never fetched the hang-up applet: the silent caller ended as abandoned.
+    assert attributes.get(CALL_STATUS) == "abandoned"
+    assert len(attributes.get(CALLER_HASH) or "") == 16
 
 
 async def test_exotel_quirks_reach_the_workflow(worker, http, e2e_settings, client_dc):
