@@ -103,7 +103,13 @@ class TemporalCallGateway:
     async def advance(
         self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
     ) -> Reply:
-        undelivered = await self.redis.hgetall(self._fallback_key(event.call_sid))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._fallback_key(event.call_sid))
+            pipe.exists(self._reply_key(event.call_sid))
+            undelivered, known = await pipe.execute()
+        if start and known:
+            # We already answered this call: a plain update, no flow lookup, no start.
+            start = False
         if undelivered:
             # The caller never heard our last answer: ask for it again under its own id.
             event = CallEvent.model_validate_json(undelivered["event"])
@@ -119,6 +125,10 @@ class TemporalCallGateway:
             return await self._fallback(event, update_id, start)
         except FlowNotFound:
             return await self._not_in_service(event, dialect)
+        except UnknownCall as err:
+            if known:  # we answered it before: it ended and its history is gone
+                raise CallOver(event.call_sid) from err
+            raise
         if undelivered:
             await self.redis.delete(self._fallback_key(event.call_sid))
         await self.redis.set(

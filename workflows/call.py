@@ -56,6 +56,8 @@ WRITE_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 WRITE_TIMEOUT = timedelta(seconds=10)
+# Node visits held back between writes (bounded so a long call still lands in batches).
+VISIT_BATCH = 12
 # How many times a silent call is re-checked with the carrier before it is ended anyway.
 MAX_CARRIER_CONFIRMATIONS = 3
 # How long to wait for the very first webhook's update after a start without one.
@@ -197,7 +199,7 @@ class CallWorkflow:
         if self.visits and self.visits[-1].exited_at is None:
             self._close_visit(self.visits[-1], port=None, at=now)
         self.status = status
-        self._flush_visits()
+        self._flush_visits(force=True)
         workflow.upsert_search_attributes([CALL_STATUS.value_set(status)])
         duration = (now - self.started_at).total_seconds()
         path = [v.node_id for v in self.visits]
@@ -406,8 +408,19 @@ class CallWorkflow:
 
     # --- fire-and-forget writes --------------------------------------------------------
 
-    def _flush_visits(self) -> None:
+    def _flush_visits(self, *, force: bool = False) -> None:
+        """Write node visits: with the call's start on its first turn, then in batches and at
+        the end. Every activity costs the worker a workflow task, so mid-call turns write only
+        when a batch is full; live position comes from the `state` query and search attributes.
+        """
         if not self.unsent_visits:
+            return
+        if (
+            not force
+            and self.start_record is None
+            and len(self.unsent_visits) < VISIT_BATCH
+            and workflow.patched("batched-visit-writes")
+        ):
             return
         record = VisitsRecord(
             call_sid=self.start.call_sid,
