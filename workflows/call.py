@@ -104,6 +104,7 @@ class CallWorkflow:
         self.writes: list[asyncio.Task[Any]] = []
         self.finished = False
         self.confirmations = 0
+        self.indexed_node: str | None = None  # CurrentNode as last written to the index
         # Sent with the first write (visits or the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord(
             call_sid=start.call_sid,
@@ -125,6 +126,8 @@ class CallWorkflow:
         return await self._finish(status, reason)
 
     async def _wait_for_end(self) -> tuple[str, str]:
+        if workflow.patched("silence-watchdog"):
+            return await self._watch_for_end()
         while True:
             seen = self.progress
             timeout = self._deadline_s()
@@ -143,6 +146,41 @@ class CallWorkflow:
                 return self._status_from_carrier(self.end_event)
             if self.final_sent and workflow.all_handlers_finished():
                 return "completed", self.hangup_reason or "completed"
+
+    async def _watch_for_end(self) -> tuple[str, str]:
+        """Wait for the end with one silence timer that is re-armed only when it fires.
+
+        Turns move the deadline but never touch the timer: re-arming on every turn would add
+        a cancelled and a new timer to the history of each turn, and the history is what the
+        Temporal server spends its time writing.
+        """
+        while True:
+            if self.end_event is not None:
+                return self._status_from_carrier(self.end_event)
+            if self.final_sent and workflow.all_handlers_finished():
+                return "completed", self.hangup_reason or "completed"
+            remaining = self._silence_deadline() - workflow.now()
+            if remaining.total_seconds() <= 0:
+                if not workflow.all_handlers_finished():
+                    # A turn is still being worked on (e.g. an API node): that is not silence.
+                    remaining = timedelta(seconds=self.start.grace_s)
+                elif await self._carrier_says_live():
+                    self.pending_since = workflow.now()  # one more full period
+                    continue
+                else:
+                    return self._silent_end()
+            try:
+                await workflow.wait_condition(
+                    lambda: self.end_event is not None
+                    or (self.final_sent and workflow.all_handlers_finished()),
+                    timeout=remaining,
+                )
+            except TimeoutError:
+                continue  # the deadline may have moved since: look again
+
+    def _silence_deadline(self) -> datetime:
+        since = self.pending_since or self.started_at
+        return since + timedelta(seconds=self._deadline_s())
 
     def _deadline_s(self) -> float:
         if self.pending is None:
@@ -402,7 +440,12 @@ class CallWorkflow:
         if final:
             self.final_sent = True
         self._flush_visits()
-        if self.node_id is not None:
+        if self.node_id is not None and (
+            # Each upsert is a visibility write on the server: only when the node changes
+            # (Exotel's pieces of one node's turn, a menu repeated, share one).
+            self.node_id != self.indexed_node or not workflow.patched("index-node-on-change")
+        ):
+            self.indexed_node = self.node_id
             workflow.upsert_search_attributes([CURRENT_NODE.value_set(self.node_id)])
         return reply
 
