@@ -51,7 +51,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             task_queue=settings.temporal_task_queue,
             workflows=list(WORKFLOWS),
             activities=list(activities),
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(sandboxed=settings.workflow_sandbox),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
         log.info(

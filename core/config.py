@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # no end-of-call callback for inbound flows).
     call_grace_s: float = Field(default=20.0, gt=0, le=600, validation_alias="IVR_CALL_GRACE_S")
 
+    # Run workflow code in Temporal's sandbox (re-imports the workflow module per call: safer,
+    # slower). Determinism is also guarded by the replay tests over saved histories.
+    workflow_sandbox: bool = Field(default=True, validation_alias="IVR_WORKFLOW_SANDBOX")
+
     log_level: str = Field(default="INFO", validation_alias="IVR_LOG_LEVEL")
     log_json: bool = Field(default=True, validation_alias="IVR_LOG_JSON")
 

@@ -6,6 +6,7 @@ here when it is written; worker.py reads the list, nothing else changes.
 
 from __future__ import annotations
 
+from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workflows.call import CallWorkflow
@@ -17,8 +18,11 @@ WORKFLOWS: list[type] = [CallWorkflow]
 PASSTHROUGH_MODULES = ("jinja2", "markupsafe", "pydantic", "pydantic_core", "core")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox every worker (and test worker) runs our workflows in."""
+def workflow_runner(*, sandboxed: bool = True) -> WorkflowRunner:
+    """The runner workers use: Temporal's sandbox (tests always use it), or none when a
+    deployment trades that guard for the per-call re-import it costs (IVR_WORKFLOW_SANDBOX)."""
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     )

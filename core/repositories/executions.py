@@ -55,17 +55,23 @@ async def record_visits(session: AsyncSession, rec: VisitsRecord) -> None:
         execution_id = await record_started(session, rec.started)
     else:
         execution_id = await _execution_id(session, rec.call_sid)
-    for visit in rec.visits:
+    if rec.visits:
+        # One statement for the whole batch: a round trip and a compile per write, not per visit.
         stmt = insert(NodeExecution).values(
-            execution_id=execution_id,
-            seq=visit.seq,
-            node_key=visit.node_id,
-            node_type=visit.node_type,
-            node_name=visit.node_name,
-            entered_at=visit.entered_at,
-            exited_at=visit.exited_at,
-            port=visit.port,
-            data=visit.data,
+            [
+                {
+                    "execution_id": execution_id,
+                    "seq": visit.seq,
+                    "node_key": visit.node_id,
+                    "node_type": visit.node_type,
+                    "node_name": visit.node_name,
+                    "entered_at": visit.entered_at,
+                    "exited_at": visit.exited_at,
+                    "port": visit.port,
+                    "data": visit.data,
+                }
+                for visit in rec.visits
+            ]
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[NodeExecution.execution_id, NodeExecution.seq],
