@@ -54,8 +54,9 @@ Silence = Callable[[float], str]  # seconds -> URL of that much silence
 _Applet = TypeVar("_Applet", Gather, Dial)
 
 
-def require_token(token: str, request: Request) -> None:
-    """The webhook secret in the path must match, compared in constant time."""
+async def require_token(token: str, request: Request) -> None:
+    """The webhook secret in the path must match, compared in constant time (async only to
+    keep FastAPI from running it in a worker thread)."""
     expected = p.carrier_settings(request).webhook_token.get_secret_value()
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise Forbidden("wrong webhook token")

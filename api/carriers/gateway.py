@@ -61,8 +61,11 @@ class CallGateway(Protocol):
         ...
 
 
-def get_call_gateway(request: Request) -> CallGateway:
-    """The app's gateway; the Temporal one is built on first use from the lifespan's clients."""
+async def get_call_gateway(request: Request) -> CallGateway:
+    """The app's gateway; the Temporal one is built on first use from the lifespan's clients.
+
+    `async` although it never awaits: FastAPI runs a plain `def` dependency in a worker
+    thread, a hand-off every webhook would pay for nothing."""
     state = request.app.state
     gateway = getattr(state, "call_gateway", None)
     if gateway is None:
