@@ -101,6 +101,7 @@ class VisitsRecord(Wire):
 class CallFinalRecord(Wire):
     call_sid: str
     started: CallStartedRecord | None = None
+    visits: list[NodeVisit] = Field(default_factory=list)  # not yet written, last one closed
     status: str
     reason: str
     ended_at: datetime

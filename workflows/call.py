@@ -126,28 +126,6 @@ class CallWorkflow:
         return await self._finish(status, reason)
 
     async def _wait_for_end(self) -> tuple[str, str]:
-        if workflow.patched("silence-watchdog"):
-            return await self._watch_for_end()
-        while True:
-            seen = self.progress
-            timeout = self._deadline_s()
-            try:
-                await workflow.wait_condition(
-                    lambda seen=seen: self.progress != seen
-                    or self.end_event is not None
-                    or (self.final_sent and workflow.all_handlers_finished()),
-                    timeout=timeout,
-                )
-            except TimeoutError:
-                if await self._carrier_says_live():
-                    continue  # the carrier still has the call: wait one more period
-                return self._silent_end()
-            if self.end_event is not None:
-                return self._status_from_carrier(self.end_event)
-            if self.final_sent and workflow.all_handlers_finished():
-                return "completed", self.hangup_reason or "completed"
-
-    async def _watch_for_end(self) -> tuple[str, str]:
         """Wait for the end with one silence timer that is re-armed only when it fires.
 
         Turns move the deadline but never touch the timer: re-arming on every turn would add
@@ -189,8 +167,6 @@ class CallWorkflow:
 
     async def _carrier_says_live(self) -> bool:
         """Ask the carrier's REST API whether a call we stopped hearing from is still up."""
-        if not workflow.patched("carrier-confirms-silence"):
-            return False
         if self.confirmations >= MAX_CARRIER_CONFIRMATIONS:
             return False
         self.confirmations += 1
@@ -237,7 +213,8 @@ class CallWorkflow:
         if self.visits and self.visits[-1].exited_at is None:
             self._close_visit(self.visits[-1], port=None, at=now)
         self.status = status
-        self._flush_visits(force=True)
+        last_visits = [self.unsent_visits[k] for k in sorted(self.unsent_visits)]
+        self.unsent_visits = {}
         workflow.upsert_search_attributes([CALL_STATUS.value_set(status)])
         duration = (now - self.started_at).total_seconds()
         path = [v.node_id for v in self.visits]
@@ -249,6 +226,7 @@ class CallWorkflow:
             CallFinalRecord(
                 call_sid=self.start.call_sid,
                 started=self._take_start_record(),
+                visits=last_visits,
                 status=status,
                 reason=reason,
                 ended_at=now,
@@ -440,30 +418,24 @@ class CallWorkflow:
         if final:
             self.final_sent = True
         self._flush_visits()
-        if self.node_id is not None and (
-            # Each upsert is a visibility write on the server: only when the node changes
-            # (Exotel's pieces of one node's turn, a menu repeated, share one).
-            self.node_id != self.indexed_node or not workflow.patched("index-node-on-change")
-        ):
+        # Each upsert is a visibility write on the server: only when the node changes
+        # (Exotel's pieces of one node's turn, a menu repeated, share one).
+        if self.node_id is not None and self.node_id != self.indexed_node:
             self.indexed_node = self.node_id
             workflow.upsert_search_attributes([CURRENT_NODE.value_set(self.node_id)])
         return reply
 
     # --- fire-and-forget writes --------------------------------------------------------
 
-    def _flush_visits(self, *, force: bool = False) -> None:
-        """Write node visits: with the call's start on its first turn, then in batches and at
-        the end. Every activity costs the worker a workflow task, so mid-call turns write only
-        when a batch is full; live position comes from the `state` query and search attributes.
+    def _flush_visits(self) -> None:
+        """Write node visits: with the call's start on its first turn, then in batches; the
+        rest ride on the final record. Every activity costs the worker a workflow task, so
+        mid-call turns write only when a batch is full; live position comes from the `state`
+        query and search attributes.
         """
         if not self.unsent_visits:
             return
-        if (
-            not force
-            and self.start_record is None
-            and len(self.unsent_visits) < VISIT_BATCH
-            and workflow.patched("batched-visit-writes")
-        ):
+        if self.start_record is None and len(self.unsent_visits) < VISIT_BATCH:
             return
         record = VisitsRecord(
             call_sid=self.start.call_sid,
@@ -487,7 +459,7 @@ class CallWorkflow:
         """
         previous = next((w for w in reversed(self.writes) if not w.done()), None)
         self.writes = [w for w in self.writes if not w.done()]
-        if previous is None or not workflow.patched("serial-call-writes"):
+        if previous is None:
             self.writes.append(
                 workflow.start_activity(
                     activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY

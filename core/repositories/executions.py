@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.calls import CallFinalRecord, CallStartedRecord, VisitsRecord
+from core.calls import CallFinalRecord, CallStartedRecord, NodeVisit, VisitsRecord
 from core.db.models import FlowExecution, NodeExecution
 
 
@@ -40,9 +40,7 @@ async def record_started(session: AsyncSession, rec: CallStartedRecord) -> int:
 
 
 async def _execution_id(session: AsyncSession, call_sid: str) -> int:
-    found = await session.scalar(
-        select(FlowExecution.id).where(FlowExecution.call_sid == call_sid)
-    )
+    found = await session.scalar(select(FlowExecution.id).where(FlowExecution.call_sid == call_sid))
     if found is None:
         raise ExecutionMissing(call_sid)
     return found
@@ -55,34 +53,7 @@ async def record_visits(session: AsyncSession, rec: VisitsRecord) -> None:
         execution_id = await record_started(session, rec.started)
     else:
         execution_id = await _execution_id(session, rec.call_sid)
-    if rec.visits:
-        # One statement for the whole batch: a round trip and a compile per write, not per visit.
-        stmt = insert(NodeExecution).values(
-            [
-                {
-                    "execution_id": execution_id,
-                    "seq": visit.seq,
-                    "node_key": visit.node_id,
-                    "node_type": visit.node_type,
-                    "node_name": visit.node_name,
-                    "entered_at": visit.entered_at,
-                    "exited_at": visit.exited_at,
-                    "port": visit.port,
-                    "data": visit.data,
-                }
-                for visit in rec.visits
-            ]
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[NodeExecution.execution_id, NodeExecution.seq],
-            set_={
-                "exited_at": stmt.excluded.exited_at,
-                "port": stmt.excluded.port,
-                "data": stmt.excluded.data,
-            },
-            where=NodeExecution.exited_at.is_(None),
-        )
-        await session.execute(stmt)
+    await _upsert_visits(session, execution_id, rec.visits)
     await session.execute(
         update(FlowExecution)
         .where(
@@ -94,10 +65,46 @@ async def record_visits(session: AsyncSession, rec: VisitsRecord) -> None:
     )
 
 
+async def _upsert_visits(session: AsyncSession, execution_id: int, visits: list[NodeVisit]) -> None:
+    """Upsert a batch of visits in one statement; a closed visit is never reopened."""
+    if not visits:
+        return
+    # One statement for the whole batch: a round trip and a compile per write, not per visit.
+    stmt = insert(NodeExecution).values(
+        [
+            {
+                "execution_id": execution_id,
+                "seq": visit.seq,
+                "node_key": visit.node_id,
+                "node_type": visit.node_type,
+                "node_name": visit.node_name,
+                "entered_at": visit.entered_at,
+                "exited_at": visit.exited_at,
+                "port": visit.port,
+                "data": visit.data,
+            }
+            for visit in visits
+        ]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[NodeExecution.execution_id, NodeExecution.seq],
+        set_={
+            "exited_at": stmt.excluded.exited_at,
+            "port": stmt.excluded.port,
+            "data": stmt.excluded.data,
+        },
+        where=NodeExecution.exited_at.is_(None),
+    )
+    await session.execute(stmt)
+
+
 async def finalize(session: AsyncSession, rec: CallFinalRecord) -> bool:
     """Write the call's end; returns False if it was already written (exactly once)."""
     if rec.started is not None:
-        await record_started(session, rec.started)
+        execution_id = await record_started(session, rec.started)
+    else:
+        execution_id = await _execution_id(session, rec.call_sid)
+    await _upsert_visits(session, execution_id, rec.visits)
     result = await session.execute(
         update(FlowExecution)
         .where(FlowExecution.call_sid == rec.call_sid, FlowExecution.ended_at.is_(None))
@@ -120,6 +127,11 @@ async def finalize(session: AsyncSession, rec: CallFinalRecord) -> bool:
 
 
 async def count_active(session: AsyncSession) -> int:
-    return await session.scalar(
-        select(func.count()).select_from(FlowExecution).where(FlowExecution.status == "in_progress")
-    ) or 0
+    return (
+        await session.scalar(
+            select(func.count())
+            .select_from(FlowExecution)
+            .where(FlowExecution.status == "in_progress")
+        )
+        or 0
+    )
