@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -43,10 +43,9 @@ with workflow.unsafe.imports_passed_through():
         expected_duration_s,
         segment,
     )
+    from core.temporal import CALL_STATUS, CURRENT_NODE
     from workflows.nodes import GOODBYE, HANDLERS, Step, render
 
-CURRENT_NODE = SearchAttributeKey.for_keyword("CurrentNode")
-CALL_STATUS = SearchAttributeKey.for_keyword("CallStatus")
 
 # DB writes must never be lost: retry until the database is back, but don't hold the caller.
 WRITE_RETRY = RetryPolicy(
@@ -100,7 +99,6 @@ class CallWorkflow:
         self.final_sent = False
         self.hangup_reason: str | None = None
         self.end_event: CallEvent | None = None
-        self.progress = 0  # bumped on every turn, so the run loop re-arms its deadline
         self.writes: list[asyncio.Task[Any]] = []
         self.finished = False
         self.confirmations = 0
@@ -133,9 +131,9 @@ class CallWorkflow:
         Temporal server spends its time writing.
         """
         while True:
-            if self.end_event is not None:
-                return self._status_from_carrier(self.end_event)
-            if self.final_sent and workflow.all_handlers_finished():
+            if self._over():
+                if self.end_event is not None:
+                    return self._status_from_carrier(self.end_event)
                 return "completed", self.hangup_reason or "completed"
             remaining = self._silence_deadline() - workflow.now()
             if remaining.total_seconds() <= 0:
@@ -148,13 +146,15 @@ class CallWorkflow:
                 else:
                     return self._silent_end()
             try:
-                await workflow.wait_condition(
-                    lambda: self.end_event is not None
-                    or (self.final_sent and workflow.all_handlers_finished()),
-                    timeout=remaining,
-                )
+                await workflow.wait_condition(self._over, timeout=remaining)
             except TimeoutError:
                 continue  # the deadline may have moved since: look again
+
+    def _over(self) -> bool:
+        """The carrier ended the call, or our hang-up reply has gone out."""
+        return self.end_event is not None or (
+            self.final_sent and workflow.all_handlers_finished()
+        )
 
     def _silence_deadline(self) -> datetime:
         since = self.pending_since or self.started_at
@@ -253,7 +253,6 @@ class CallWorkflow:
     @workflow.update(name="advance")
     async def advance(self, event: CallEvent) -> Reply:
         self.turn += 1
-        self.progress += 1
         if event.call_status:
             self.ctx.variables["call_status"] = event.call_status
         if self.turn > MAX_TURNS_PER_CALL:
