@@ -11,6 +11,8 @@ record exactly once.
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,12 +66,61 @@ FIRST_TURN_WAIT_S = 60.0
 
 
 class _Ctx:
+    """What node handlers see of the running call (the `Context` protocol in workflows.nodes).
+
+    Handlers stay free of Temporal details: they ask for activities through `activity`, read
+    the clock through `now`, register clean-up for the call's one end path through `on_end`,
+    and read what other parts of the system told this call (e.g. "an agent is reserved for
+    you") from `inbox`, which the `notify` signal fills.
+    """
+
     def __init__(self, variables: dict[str, Any]) -> None:
         self.variables = variables
         self.node_state: dict[str, Any] = {}
+        self.inbox: dict[str, Any] = {}
+        self.end_actions: dict[str, tuple[str, Any]] = {}
 
     def render(self, template: str | None) -> str:
         return render(template, self.variables)
+
+    def now(self) -> datetime:
+        return workflow.now()
+
+    async def activity(
+        self,
+        name: str,
+        arg: Any,
+        *,
+        result_type: type | None = None,
+        timeout_s: float = 10.0,
+        local: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Run activity `name` now and return its result (the turn waits for it).
+
+        Local activities (the default) cost no extra server round trips, which keeps a turn
+        that needs a quick lookup inside the webhook budget; pass local=False for slow or
+        long-retried work so it is scheduled on the task queue like any other activity.
+        """
+        policy = retry or RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
+        timeout = timedelta(seconds=timeout_s)
+        if local:
+            return await workflow.execute_local_activity(
+                name, arg, result_type=result_type, start_to_close_timeout=timeout,
+                retry_policy=policy,
+            )
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timeout,
+            retry_policy=policy,
+        )
+
+    def on_end(self, key: str, activity: str, arg: Any) -> None:
+        """Run `activity(arg)` when the call ends, however it ends (replaces an earlier
+        registration under the same key)."""
+        self.end_actions[key] = (activity, arg)
+
+    def cancel_on_end(self, key: str) -> None:
+        self.end_actions.pop(key, None)
 
 
 @workflow.defn(name="CallWorkflow")
@@ -102,6 +153,7 @@ class CallWorkflow:
         self.writes: list[asyncio.Task[Any]] = []
         self.finished = False
         self.confirmations = 0
+        self.turn_lock = asyncio.Lock()
         self.indexed_node: str | None = None  # CurrentNode as last written to the index
         # Sent with the first write (visits or the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord(
@@ -221,6 +273,7 @@ class CallWorkflow:
         recording = self.ctx.variables.get("recording_url") or None
         if self.writes:
             await asyncio.gather(*self.writes)
+        await self._run_end_actions()
         await workflow.execute_activity(
             "finalize_call",
             CallFinalRecord(
@@ -248,10 +301,30 @@ class CallWorkflow:
             recording_url=recording,
         )
 
+    async def _run_end_actions(self) -> None:
+        """Release what handlers hold (agent reservations, queue places) whatever the ending:
+        retried until they succeed, all at once."""
+        actions = list(self.ctx.end_actions.values())
+        self.ctx.end_actions = {}
+        if actions:
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        name, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
+                    )
+                    for name, arg in actions
+                )
+            )
+
     # --- the carrier's turns -----------------------------------------------------------
 
     @workflow.update(name="advance")
     async def advance(self, event: CallEvent) -> Reply:
+        # A handler awaiting an activity yields; a second turn must not walk meanwhile.
+        async with self.turn_lock:
+            return await self._advance(event)
+
+    async def _advance(self, event: CallEvent) -> Reply:
         self.turn += 1
         if event.call_status:
             self.ctx.variables["call_status"] = event.call_status
@@ -264,7 +337,7 @@ class CallWorkflow:
             return self._reply(piece)
         self.queued = []
         try:
-            return self._walk(event)
+            return await self._walk(event)
         except ApplicationError:
             raise
         except Exception as err:  # a flow the validator let through, or a handler bug
@@ -310,6 +383,13 @@ class CallWorkflow:
         if self.end_event is None:
             self.end_event = event
 
+    @workflow.signal(name="notify")
+    def notify(self, message: dict[str, Any]) -> None:
+        """A message for the call's handlers from elsewhere in the system, by `key`."""
+        key = message.get("key")
+        if isinstance(key, str) and key:
+            self.ctx.inbox[key] = message.get("value")
+
     @workflow.query(name="state")
     def state(self) -> CallState:
         return CallState(
@@ -332,15 +412,15 @@ class CallWorkflow:
 
     # --- walking the graph -------------------------------------------------------------
 
-    def _walk(self, event: CallEvent) -> Reply:
+    async def _walk(self, event: CallEvent) -> Reply:
         emitted: list[Instruction] = []
         if self.node_id is None:
             node_id: str | None = self.flow.entry().id
-            step = self._enter(node_id)
+            step = await self._enter(node_id)
         else:
             node_id = self.node_id
             node = self.flow.node(node_id)
-            step = HANDLERS[node.type].resume(self.ctx, node, event)
+            step = await _settle(HANDLERS[node.type].resume(self.ctx, node, event))
             self._note(step)
         for _ in range(MAX_STEPS_PER_TURN):
             emitted.extend(step.emit)
@@ -356,13 +436,13 @@ class CallWorkflow:
                 emitted.extend([Say(text=GOODBYE), Hangup(reason="end_of_flow")])
                 return self._hand_out(emitted, "end_of_flow")
             node_id = next_id
-            step = self._enter(node_id)
+            step = await self._enter(node_id)
         raise ApplicationError(f"more than {MAX_STEPS_PER_TURN} nodes in one turn")
 
     def _next(self, node_id: str, step: Step) -> str | None:
         return self.flow.next(node_id, step.port) if step.port is not None else None
 
-    def _enter(self, node_id: str) -> Step:
+    async def _enter(self, node_id: str) -> Step:
         node = self.flow.node(node_id)
         self.ctx.node_state = {}
         visit = NodeVisit(
@@ -374,7 +454,7 @@ class CallWorkflow:
         )
         self.visits.append(visit)
         self.unsent_visits[visit.seq] = visit
-        step = HANDLERS[node.type].enter(self.ctx, node)
+        step = await _settle(HANDLERS[node.type].enter(self.ctx, node))
         self._note(step)
         return step
 
@@ -473,3 +553,7 @@ class CallWorkflow:
             activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
         )
 
+
+async def _settle(step: Step | Awaitable[Step]) -> Step:
+    """Handlers may answer at once or after awaiting activities: the walker takes both."""
+    return await step if inspect.isawaitable(step) else step

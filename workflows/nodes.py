@@ -7,10 +7,13 @@ by registering a handler here: the walker in `workflows/call.py` does not change
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from core.flows import templates
@@ -41,17 +44,38 @@ class Step:
 
 
 class Context(Protocol):
-    """What handlers may use of the running call."""
+    """What handlers may use of the running call (implemented by workflows.call._Ctx)."""
 
     variables: dict[str, Any]
     node_state: dict[str, Any]  # per-node scratch (retry counters), reset when the node is entered
+    inbox: dict[str, Any]  # messages from the rest of the system (the workflow's `notify` signal)
 
     def render(self, template: str | None) -> str: ...
 
+    def now(self) -> datetime: ...
+
+    async def activity(
+        self,
+        name: str,
+        arg: Any,
+        *,
+        result_type: type | None = None,
+        timeout_s: float = 10.0,
+        local: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> Any: ...
+
+    def on_end(self, key: str, activity: str, arg: Any) -> None: ...
+
+    def cancel_on_end(self, key: str) -> None: ...
+
 
 class NodeHandler(Protocol):
-    def enter(self, ctx: Context, node: Any) -> Step: ...
-    def resume(self, ctx: Context, node: Any, event: CallEvent) -> Step: ...
+    """`enter` and `resume` return a Step, or an awaitable of one when they need activities
+    (the walker awaits it; the carrier's turn waits, so keep such work short)."""
+
+    def enter(self, ctx: Context, node: Any) -> Step | Awaitable[Step]: ...
+    def resume(self, ctx: Context, node: Any, event: CallEvent) -> Step | Awaitable[Step]: ...
 
 
 def _cfg(node: Any, name: str, default: Any = None) -> Any:
