@@ -91,8 +91,9 @@ async def _tables(url: str) -> set[str]:
 # --- the history as a whole ------------------------------------------------------------------
 
 
-def test_history_has_one_head_named_0001() -> None:
-    assert migrate.head() == "0001"
+def test_history_has_one_head() -> None:
+    # 0002_routing: agents keep their mirrored live state (issue 6).
+    assert migrate.head() == "0002"
 
 
 async def test_upgrade_check_downgrade_and_upgrade_again(empty_db: str) -> None:
@@ -101,7 +102,7 @@ async def test_upgrade_check_downgrade_and_upgrade_again(empty_db: str) -> None:
     assert await asyncio.to_thread(migrate.current, empty_db) is None
 
     await asyncio.to_thread(migrate.upgrade, empty_db)
-    assert await asyncio.to_thread(migrate.current, empty_db) == "0001"
+    assert await asyncio.to_thread(migrate.current, empty_db) == migrate.head()
     assert await _tables(empty_db) == expected | {"alembic_version"}
     await asyncio.to_thread(migrate.check, empty_db)
 
@@ -165,7 +166,7 @@ async def test_check_notices_a_changed_functional_index(empty_db: str) -> None:
 async def test_helpers_work_on_a_thread_running_an_event_loop(empty_db: str) -> None:
     # Called straight from the loop's thread: env.py's asyncio.run must not collide with it.
     migrate.upgrade(empty_db)
-    assert migrate.current(empty_db) == "0001"
+    assert migrate.current(empty_db) == migrate.head()
     migrate.check(empty_db)
 
 

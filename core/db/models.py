@@ -291,6 +291,10 @@ class Agent(TimestampMixin, Base):
     last_call_ended_at: Mapped[datetime | None]
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     deleted_at: Mapped[datetime | None]
+    # The live state last mirrored from Redis (leases, wrap-up, counters) and its version:
+    # enough to rebuild Redis after a loss, and an older mirror never overwrites a newer one.
+    live_state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=_jsonb_default("{}"))
+    state_version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class Queue(TimestampMixin, Base):

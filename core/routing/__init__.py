@@ -1,0 +1,1 @@
+"""Routing: agents' live state, strategies, reservations with leases, queues (see model.py)."""
