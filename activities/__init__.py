@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
+from activities.routing import RoutingActivities
 from core.config import Settings
 from core.db.session import make_engine, make_sessionmaker
+from core.redis import make_redis
 
 
 def _database_url(settings: Settings) -> str:
@@ -31,10 +33,13 @@ async def build_activities(settings: Settings) -> AsyncIterator[list[Callable[..
     """Yield every activity callable, bound to dependencies built from `settings`."""
     engine = make_engine(_database_url(settings))  # connects lazily, on first use
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    # Empty means the embedded redis-server `ivr dev` runs (which always passes REDIS_URL).
+    redis = make_redis(settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0")
     try:
-        yield _activities(settings, make_sessionmaker(engine), http)
+        yield _activities(settings, make_sessionmaker(engine), http, redis)
     finally:
         await http.aclose()
+        await redis.aclose()
         await engine.dispose()
 
 
@@ -42,6 +47,11 @@ def _activities(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     http: httpx.AsyncClient,
+    redis: Any = None,
 ) -> list[Callable[..., Any]]:
     """Every activity, from each activity class built once with its dependencies."""
-    return [*CallActivities(sessionmaker).all(), *CarrierActivities(settings, http).all()]
+    return [
+        *CallActivities(sessionmaker).all(),
+        *CarrierActivities(settings, http).all(),
+        *(RoutingActivities(sessionmaker, redis).all() if redis is not None else []),
+    ]

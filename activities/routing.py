@@ -90,9 +90,16 @@ class RoutingActivities:
         await self.store.release(
             req.lease, handled=req.handled, queue_id=req.queue_id, handle_s=req.handle_s
         )
-        if req.handled and req.agent_id is not None:
+        agent_id = req.agent_id if req.handled else None
+        if agent_id is not None or req.queue_id is not None:
             async with self.sessionmaker.begin() as session:
-                await repo.record_on_execution(session, req.call_sid, agent_id=req.agent_id)
+                await repo.record_on_execution(
+                    session,
+                    req.call_sid,
+                    agent_id=agent_id,
+                    queue_id=req.queue_id,
+                    queue_wait_s=req.queue_wait_s,
+                )
 
     # --- queues ------------------------------------------------------------------------
 
@@ -225,13 +232,17 @@ class RoutingActivities:
         if left.previous == "assigned" and req.status == "abandoned":
             status = "abandoned"
         async with self.sessionmaker.begin() as session:
-            return await repo.record_left(
+            wait = await repo.record_left(
                 session,
                 queue_id=req.queue_id,
                 call_sid=req.call_sid,
                 status=status,
                 left_at=datetime.now(UTC),
             )
+            await repo.record_on_execution(
+                session, req.call_sid, queue_id=req.queue_id, queue_wait_s=wait
+            )
+        return wait
 
     @activity.defn(name="queue_callback")
     async def callback(self, req: QueueCallback) -> QueueCallbackResult:

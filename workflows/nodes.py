@@ -211,6 +211,9 @@ class NotYetAvailableHandler:
         return self.enter(ctx, node)
 
 
+# Below the names it uses (Context, Step, prompt): routing_nodes imports them from here.
+from workflows.routing_nodes import QueueHandler, TransferHandler  # noqa: E402
+
 _later = NotYetAvailableHandler()
 HANDLERS: dict[str, NodeHandler] = {
     "welcome": WelcomeHandler(),
@@ -218,8 +221,8 @@ HANDLERS: dict[str, NodeHandler] = {
     "menu": MenuHandler(),
     "record": RecordHandler(),
     "hangup": HangupHandler(),
-    "queue": _later,
-    "transfer": _later,
+    "queue": QueueHandler(),
+    "transfer": TransferHandler(),
     "decision": _later,
     "gather": _later,
     "api": _later,

@@ -45,6 +45,7 @@ class ReleaseRequest(Wire):
     agent_id: int | None = None
     queue_id: int | None = None
     handle_s: float | None = None
+    queue_wait_s: float | None = None  # recorded on the execution with the agent
 
 
 class QueueEnter(Wire):
