@@ -10,6 +10,10 @@
   if it never reached a worker). The call goes on; nothing is skipped.
 - The last reply is cached in Redis so Exotel's applet endpoints (greeting, gather, connect)
   read it without a workflow query.
+- A reply's later pieces (`Reply.then`: Exotel plays one applet per webhook) are handed out
+  from Redis on the carrier's next returns, without a workflow update: a turn that speaks and
+  then hangs up, or plays an info prompt before a menu, costs the Temporal server one update
+  instead of two or three. The next event forwarded to the workflow says how many were served.
 """
 
 from __future__ import annotations
@@ -50,6 +54,51 @@ HOLD_TEXT = "Please stay on the line."
 NOT_IN_SERVICE = "Sorry, this number is not in service. Goodbye."
 REPLY_TTL_S = 6 * 3600
 
+# A reply's later pieces, handed out one per carrier return. KEYS: the call's piece hash, its
+# cached-reply key. ARGV: the update id of this webhook, the TTL. A retried webhook (same id)
+# gets the piece it got before; a retry of the webhook that brought the reply gets its head.
+# Returns {served, piece} when it hands one out, {served} when the pieces are used up (or there
+# are none), which the caller forwards to the workflow.
+_NEXT_PIECE = """
+if redis.call('HGET', KEYS[1], 'origin') == ARGV[1] then
+  local head = redis.call('HGET', KEYS[1], 'p:0')
+  redis.call('SET', KEYS[2], head, 'EX', tonumber(ARGV[2]))
+  return {0, head}
+end
+local seen = redis.call('HGET', KEYS[1], 'u:' .. ARGV[1])
+if seen then
+  return {tonumber(seen), redis.call('HGET', KEYS[1], 'p:' .. seen)}
+end
+local served = tonumber(redis.call('HGET', KEYS[1], 'served') or '0')
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+if served >= total then
+  return {served}
+end
+served = served + 1
+local piece = redis.call('HGET', KEYS[1], 'p:' .. served)
+redis.call('HSET', KEYS[1], 'served', served, 'u:' .. ARGV[1], served)
+redis.call('SET', KEYS[2], piece, 'EX', tonumber(ARGV[2]))
+return {served, piece}
+"""
+
+# Store a new reply: its head as the cached reply, its later pieces in the piece hash. The same
+# update answered twice (a carrier retry racing the first attempt) keeps the pieces served.
+# KEYS: piece hash, cached-reply key. ARGV: origin update id, TTL, head JSON, piece JSONs...
+_STORE_REPLY = """
+if redis.call('HGET', KEYS[1], 'origin') == ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+local total = #ARGV - 3
+redis.call('HSET', KEYS[1], 'origin', ARGV[1], 'served', 0, 'total', total, 'p:0', ARGV[3])
+for i = 1, total do
+  redis.call('HSET', KEYS[1], 'p:' .. i, ARGV[i + 3])
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[2]))
+return total
+"""
+
 
 class TemporalUnavailable(RuntimeError):
     """The API has no Temporal connection (yet): callers are held, not dropped."""
@@ -80,6 +129,8 @@ class TemporalCallGateway:
         self.settings = settings
         self.resolve_flow = resolve_flow
         self.budget_s = settings.webhook_budget_ms / 1000
+        self._next_piece = redis.register_script(_NEXT_PIECE)
+        self._store_reply = redis.register_script(_STORE_REPLY)
 
     @property
     def client(self) -> Client:
@@ -98,15 +149,29 @@ class TemporalCallGateway:
     def _reply_key(call_sid: str) -> str:
         return f"call:{call_sid}:reply"
 
+    @staticmethod
+    def _pieces_key(call_sid: str) -> str:
+        return f"call:{call_sid}:pieces"
+
     # --- CallGateway ---------------------------------------------------------------------
 
     async def advance(
         self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
     ) -> Reply:
+        sid = event.call_sid
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._fallback_key(event.call_sid))
-            pipe.exists(self._reply_key(event.call_sid))
-            undelivered, known = await pipe.execute()
+            pipe.hgetall(self._fallback_key(sid))
+            pipe.exists(self._reply_key(sid))
+            # While a reply has pieces left, the carrier is back from a prompts-only piece.
+            await self._next_piece(
+                keys=[self._pieces_key(sid), self._reply_key(sid)],
+                args=[update_id, REPLY_TTL_S],
+                client=pipe,
+            )
+            undelivered, known, (served, *piece) = await pipe.execute()
+        if piece and not undelivered:
+            return Reply.model_validate_json(piece[0])
+        event = event.model_copy(update={"served": int(served)})
         if start and known:
             # We already answered this call: a plain update, no flow lookup, no start.
             start = False
@@ -130,11 +195,14 @@ class TemporalCallGateway:
                 raise CallOver(event.call_sid) from err
             raise
         if undelivered:
-            await self.redis.delete(self._fallback_key(event.call_sid))
-        await self.redis.set(
-            self._reply_key(event.call_sid), reply.model_dump_json(), ex=REPLY_TTL_S
+            await self.redis.delete(self._fallback_key(sid))
+        head, *rest = reply.pieces()
+        await self._store_reply(
+            keys=[self._pieces_key(sid), self._reply_key(sid)],
+            args=[update_id, REPLY_TTL_S, head.model_dump_json(),
+                  *(piece.model_dump_json() for piece in rest)],
         )
-        return reply
+        return head
 
     async def pending(self, call_sid: str) -> Reply | None:
         # One round trip: applet fetches are a third of a busy line's webhook traffic.

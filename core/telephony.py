@@ -113,21 +113,60 @@ class Dialect(StrEnum):
 
 
 class Reply(Wire):
-    """What one webhook turn answers: a segment of instructions in order."""
+    """What one webhook turn answers: a segment of instructions in order.
+
+    `then` holds the further segments of the same turn when the dialect carries one applet per
+    webhook (Exotel): the API hands them out itself on the carrier's data-less returns, from
+    Redis, without a workflow update, and tells the workflow how many it served (`CallEvent.
+    served`) with the next event it does forward. Only the last segment may wait for an answer.
+    """
 
     instructions: list[Instruction]
-    # How long the instructions take to run before the carrier should be back; the workflow
-    # waits this plus a grace period before deciding the caller is gone.
+    # How long the instructions (and the segments in `then`) take to run before the carrier
+    # should be back with an answer; the workflow waits this plus a grace period before
+    # deciding the caller is gone.
     expected_duration_s: float = 0.0
     turn: int = 0
-    final: bool = False  # the call ends after this reply
+    final: bool = False  # the call ends after this reply (and its `then` segments)
     # A holding reply the API gave because the workflow missed the webhook budget.
     fallback: bool = False
+    then: list[list[Instruction]] = Field(default_factory=list)
 
     @property
     def terminal(self) -> Instruction | None:
-        last = self.instructions[-1] if self.instructions else None
-        return last if last is not None and last.kind in TERMINAL_KINDS else None
+        """The terminal instruction of this segment (None for prompts only)."""
+        return _terminal(self.instructions)
+
+    @property
+    def awaiting(self) -> Instruction | None:
+        """What the carrier's next forwarded event answers: the last segment's terminal."""
+        return _terminal(self.then[-1] if self.then else self.instructions)
+
+    def pieces(self) -> list[Reply]:
+        """Every segment as a Reply of its own, in the order the carrier gets them."""
+        head = self.model_copy(update={"then": []})
+        rest = [
+            Reply(
+                instructions=piece,
+                expected_duration_s=expected_duration_s(piece),
+                turn=self.turn,
+                final=any(item.kind == "hangup" for item in piece),
+            )
+            for piece in self.then
+        ]
+        if rest:
+            head = head.model_copy(
+                update={
+                    "expected_duration_s": expected_duration_s(self.instructions),
+                    "final": any(item.kind == "hangup" for item in self.instructions),
+                }
+            )
+        return [head, *rest]
+
+
+def _terminal(instructions: list[Instruction]) -> Instruction | None:
+    last = instructions[-1] if instructions else None
+    return last if last is not None and last.kind in TERMINAL_KINDS else None
 
 
 def prompt_duration_s(item: Say | Play | Pause) -> float:
@@ -237,4 +276,7 @@ class CallEvent(Wire):
     # Set by the adapter when the previous reply never reached the carrier (budget fallback):
     # the workflow answers the stored reply again instead of advancing.
     redeliver: bool = False
+    # How many `Reply.then` segments of the last reply the API handed out itself before
+    # forwarding this event (0: none, or the API lost track and the workflow hands them out).
+    served: int = Field(default=0, ge=0, le=1000)
     received_at_ms: int | None = None

@@ -242,7 +242,7 @@ class CallWorkflow:
 
     def _silent_end(self) -> tuple[str, str]:
         """No webhook came back in time: the caller hung up somewhere we cannot see."""
-        waiting_on = self.pending.terminal if self.pending else None
+        waiting_on = self.pending.awaiting if self.pending else None
         if waiting_on is not None and waiting_on.kind == "dial":
             return "completed", "ended_during_dial"
         return "abandoned", "no_webhook"
@@ -253,7 +253,7 @@ class CallWorkflow:
             return "failed", f"carrier_{carrier_status}"
         if self.final_sent:
             return "completed", self.hangup_reason or "completed"
-        waiting_on = self.pending.terminal if self.pending else None
+        waiting_on = self.pending.awaiting if self.pending else None
         if waiting_on is not None and waiting_on.kind == "dial":
             return "completed", "caller_hung_up_after_dial"
         return "abandoned", "caller_hung_up"
@@ -330,12 +330,13 @@ class CallWorkflow:
             self.ctx.variables["call_status"] = event.call_status
         if self.turn > MAX_TURNS_PER_CALL:
             return self._hand_out([Say(text=GOODBYE), Hangup(reason="max_turns")], "max_turns")
+        # The API hands out the later pieces of a turn itself (Reply.then) and says how many.
+        del self.queued[: event.served]
+        if self.queued and event.kind != EventKind.ended:
+            # Pieces are left, so the carrier is back from a prompts-only piece (whatever it
+            # repeats of earlier parameters): the API lost track of them, hand out the rest.
+            return self._reply_pieces(self.queued)
         event = self._as_answer_to_pending(event)
-        if self.queued and event.kind == EventKind.resumed:
-            # The carrier played the previous piece of this turn (Exotel: one applet a turn).
-            piece = self.queued.pop(0)
-            return self._reply(piece)
-        self.queued = []
         try:
             return await self._walk(event)
         except ApplicationError:
@@ -358,7 +359,8 @@ class CallWorkflow:
         """
         if self.pending is None or event.kind in (EventKind.started, EventKind.ended):
             return event
-        waiting = self.pending.terminal.kind if self.pending.terminal is not None else None
+        awaiting = self.pending.awaiting
+        waiting = awaiting.kind if awaiting is not None else None
         if waiting == "gather":
             kind, update = EventKind.digits, {"digits": event.digits or ""}
         elif waiting == "dial":
@@ -480,15 +482,18 @@ class CallWorkflow:
         return self._reply_segments(instructions)
 
     def _reply_segments(self, instructions: list[Instruction]) -> Reply:
-        pieces = segment(instructions, self.start.dialect) or [[Say(text=GOODBYE)]]
-        self.queued = pieces[1:]
-        return self._reply(pieces[0])
+        return self._reply_pieces(segment(instructions, self.start.dialect))
 
-    def _reply(self, piece: list[Instruction]) -> Reply:
-        final = any(isinstance(i, Hangup) for i in piece)
+    def _reply_pieces(self, pieces: list[list[Instruction]]) -> Reply:
+        """Answer the turn with its first piece and the rest in `then` for the API to hand
+        out. The rest is also kept here, for the case the API loses track of it."""
+        pieces = pieces or [[Say(text=GOODBYE)]]
+        self.queued = pieces[1:]
+        final = any(isinstance(item, Hangup) for piece in pieces for item in piece)
         reply = Reply(
-            instructions=piece,
-            expected_duration_s=expected_duration_s(piece),
+            instructions=pieces[0],
+            then=pieces[1:],
+            expected_duration_s=sum(expected_duration_s(piece) for piece in pieces),
             turn=self.turn,
             final=final,
         )
@@ -498,7 +503,7 @@ class CallWorkflow:
             self.final_sent = True
         self._flush_visits()
         # Each upsert is a visibility write on the server: only when the node changes
-        # (Exotel's pieces of one node's turn, a menu repeated, share one).
+        # (a menu repeated keeps its node).
         if self.node_id is not None and self.node_id != self.indexed_node:
             self.indexed_node = self.node_id
             workflow.upsert_search_attributes([CURRENT_NODE.value_set(self.node_id)])

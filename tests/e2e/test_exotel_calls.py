@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from api.main import create_app
 from cli.call import Outcome, SimulatedCall
-from core.calls import CallState
+from core.calls import CallOutcome, CallState
 from core.config import Settings
 from core.db.models import FlowExecution
 from core.temporal import (
@@ -132,9 +132,33 @@ async def test_same_webhook_twice_advances_once(worker, http, e2e_settings, clie
     attributes = (await handle.describe()).typed_search_attributes
     assert attributes.get(FLOW_ID) is not None and attributes.get(FLOW_VERSION) >= 1
     assert attributes.get(CURRENT_NODE) == "tech_queue"
-    # The test never fetched the hang-up applet: the silent caller ended as abandoned.
-    assert attributes.get(CALL_STATUS) == "abandoned"
+    # The turn after the key press ends in a hang-up the API hands out itself on the next
+    # Passthru: for the workflow the call is complete once that turn is answered.
+    assert attributes.get(CALL_STATUS) == "completed"
     assert len(attributes.get(CALLER_HASH) or "") == 16
+
+
+async def test_later_pieces_of_a_turn_come_from_the_api_not_the_workflow(
+    worker, http, e2e_settings, client_dc
+):
+    """Three wrong keys end the menu in 'goodbye': a Greeting, then the Hangup applet. The
+    Hangup is handed out by the API from the turn's stored pieces: no fourth workflow update,
+    and a retried Passthru for it gets the same answer."""
+    call = ExotelCall(http, e2e_settings)
+    assert await call.select() == "gather"
+    assert await call.select(digits='"7"') == "gather"
+    assert await call.select(digits='"7"') == "gather"
+    assert await call.select(digits='"7"') == "say"
+    assert "Please call again. Goodbye." in await call.greeting()
+    back = call.params(digits='"7"')  # Exotel repeats the last digits on later Passthrus
+    assert (await call.passthru(back)).json() == {"select": "hangup"}
+    assert (await call.passthru(back)).json() == {"select": "hangup"}
+    handle = client_dc.get_workflow_handle(call_workflow_id(call.sid), result_type=CallOutcome)
+    outcome = await handle.result()
+    assert (outcome.status, outcome.reason, outcome.turns) == ("completed", "no_input", 4)
+    state = await handle.query("state", result_type=CallState)
+    assert state.turn == 4
+    assert state.history[-1].node_id == "goodbye"
 
 
 async def test_exotel_quirks_reach_the_workflow(worker, http, e2e_settings, client_dc):

@@ -142,9 +142,64 @@ async def test_exotel_dialect_hands_out_one_applet_per_turn(call_worker):
                                 "Press 1 for billing, 2 to leave a message."]
     second = await call.send(call.event(EventKind.digits, digits="1"))
     assert [i.kind for i in second.instructions] == ["say", "say"]
-    third = await call.send(call.event(EventKind.resumed))
-    assert [i.kind for i in third.instructions] == ["hangup"] and third.final
+    # The hang-up applet rides along for the API to hand out on the carrier's next return:
+    # for the workflow the turn is the call's last, so it ends without another update.
+    assert [[i.kind for i in piece] for piece in second.then] == [["hangup"]]
+    assert second.final and second.awaiting.kind == "hangup"
+    assert second.expected_duration_s > 0
     assert (await call.outcome()).status == "completed"
+    assert (await call.state()).turn == 2
+
+
+AUDIO_BEFORE_MENU: dict[str, Any] = {
+    "name": "Audio before a menu",
+    "entryNode": "intro",
+    "nodes": [
+        {"id": "intro", "type": "play", "name": "Intro",
+         "config": {"audioUrl": "https://cdn.example.com/intro.mp3"}},
+        {"id": "menu", "type": "menu", "name": "Menu",
+         "config": {"message": "Press 1 to finish.", "options": [{"digit": "1"}],
+                    "timeout": 5, "maxRetries": 2}},
+        {"id": "bye", "type": "hangup", "name": "Bye", "config": {"message": "Bye."}},
+    ],
+    "connections": [
+        {"fromNode": "intro", "toNode": "menu", "port": "next"},
+        {"fromNode": "menu", "toNode": "bye", "port": "1"},
+    ],
+}
+
+
+async def test_pieces_the_api_served_are_skipped_and_the_next_event_answers_the_last(
+    call_worker,
+):
+    """Audio cannot merge into Exotel's gather prompt: Greeting first, then the gather, which
+    the API hands out itself; the workflow then reads the key press as the menu's answer."""
+    client, tq = call_worker
+    call = Call(client, tq, dialect=Dialect.exotel, flow=AUDIO_BEFORE_MENU)
+    first = await call.first()
+    assert [i.kind for i in first.instructions] == ["play"]
+    assert [[i.kind for i in piece] for piece in first.then] == [["gather"]]
+    assert first.awaiting.kind == "gather" and not first.final
+    # The carrier came back from the greeting (API served the gather), then pressed 1.
+    done = await call.send(call.event(EventKind.digits, digits="1", served=1))
+    assert [i.kind for i in done.instructions] == ["say"] and done.final
+    assert [[i.kind for i in piece] for piece in done.then] == [["hangup"]]
+    outcome = await call.outcome()
+    assert outcome.path == ["intro", "menu", "bye"] and outcome.turns == 2
+
+
+async def test_pieces_the_api_lost_are_handed_out_by_the_workflow(call_worker):
+    """If the API lost the pieces (Redis emptied), the workflow hands out the rest itself, even
+    when the carrier repeats earlier parameters that look like key presses (Exotel repeats
+    `digits` on later Passthrus: after prompts it only means 'back')."""
+    client, tq = call_worker
+    call = Call(client, tq, dialect=Dialect.exotel, flow=AUDIO_BEFORE_MENU)
+    await call.first()
+    rest = await call.send(call.event(EventKind.digits, digits="1"))  # served=0: stale digits
+    assert [i.kind for i in rest.instructions] == ["gather"] and rest.then == []
+    done = await call.send(call.event(EventKind.digits, digits="1"))
+    assert done.final
+    assert (await call.outcome()).path == ["intro", "menu", "bye"]
 
 
 async def test_invalid_then_timeout_then_max_retries_port(call_worker):
@@ -238,19 +293,6 @@ async def test_unconnected_port_ends_politely(call_worker):
     assert texts(first) == ["Hi.", "Info.", "Thank you for calling. Goodbye."]
     assert first.final
     assert (await call.outcome()).reason == "end_of_flow"
-
-
-async def test_stale_carrier_params_are_read_against_the_pending_instruction(call_worker):
-    """Exotel may repeat `digits` on a later Passthru: after prompts it only means 'back'."""
-    client, tq = call_worker
-    call = Call(client, tq, dialect=Dialect.exotel)
-    await call.first()
-    played = await call.send(call.event(EventKind.digits, digits="1"))
-    assert [i.kind for i in played.instructions] == ["say", "say"]
-    # Back from the greeting, but the request still carries digits=1 from before.
-    hangup = await call.send(call.event(EventKind.digits, digits="1"))
-    assert [i.kind for i in hangup.instructions] == ["hangup"]
-    assert (await call.outcome()).path == ["welcome", "menu", "billing", "bye"]
 
 
 async def test_gather_answered_without_digits_param_counts_as_timeout(call_worker):
