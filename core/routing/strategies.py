@@ -101,7 +101,10 @@ def skills_based(
 def load_balanced(
     agents: list[AgentSnapshot], req: Requirements, *, cursor: int | None = None, day: str = ""
 ) -> list[AgentSnapshot]:
-    return sorted(agents, key=lambda a: (a.active, a.handled_on(day), a.idle_since_ms(), a.id))
+    return sorted(
+        agents,
+        key=lambda a: (max(a.active, len(a.calls)), a.handled_on(day), a.idle_since_ms(), a.id),
+    )
 
 
 Strategy = Callable[..., list[AgentSnapshot]]
