@@ -262,6 +262,11 @@ class ConditionExpr(FlowModel):
     value: Scalar | list[Scalar] | None = None
     business_hours_id: DbId | None = None
     conditions: list[ConditionExpr] | None = Field(default=None, min_length=1, max_length=20)
+    # Added by issue 5 (optional, so older documents parse unchanged):
+    negate: bool | None = None  # the condition matches when the test is false
+    ignore_case: bool | None = None  # text comparisons (equals, in, contains, regex, prefix)
+    # IANA zone of weekday/between tests; default Asia/Kolkata.
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ConditionExpr:
@@ -290,8 +295,21 @@ class ConditionExpr(FlowModel):
             )
         if self.business_hours_id is not None and self.operator not in ("open", "closed"):
             raise ValueError("businessHoursId applies only to open/closed time conditions")
+        if self.timezone is not None:
+            if self.operator not in ("weekday", "between"):
+                raise ValueError("timezone applies only to weekday/between time conditions")
+            _check_zone(self.timezone)
         _check_operand(self.kind, self.operator, self.value)
         return self
+
+
+def _check_zone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 def _depth(expr: ConditionExpr) -> int:
@@ -374,7 +392,7 @@ class ValidationRules(FlowModel):
 
 
 class GatherConfig(_Voice):
-    TEMPLATE_FIELDS = ("message", "invalid_message", "timeout_message")
+    TEMPLATE_FIELDS = ("message", "invalid_message", "timeout_message", "confirm_message")
 
     message: PromptText | None = None
     audio_url: HttpUrl | None = None
@@ -390,6 +408,11 @@ class GatherConfig(_Voice):
     confirm: bool = False
     invalid_message: PromptText | None = None
     timeout_message: PromptText | None = None
+    # Read back before "press 1 to confirm"; {{ entered }} is the input spoken digit by digit
+    # (only its last digits when the input is sensitive).
+    confirm_message: PromptText | None = None
+    # Country a phone number without its country code belongs to; default IN.
+    region: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> GatherConfig:
@@ -407,6 +430,8 @@ class GatherConfig(_Voice):
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
 JsonPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_$][A-Za-z0-9_.\[\]$-]{0,127}$")]
 MAX_API_BODY_CHARS = 16_000
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")]
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 
 
 class ApiConfig(FlowModel):
@@ -423,6 +448,12 @@ class ApiConfig(FlowModel):
     response_mappings: dict[JsonPath, VarName] | None = Field(default=None, max_length=50)
     save_to_variable: VarName | None = None
     status_variable: VarName | None = None
+    # Header → name of a secret setting (IVR_API_SECRETS / IVR_API_SECRET_<NAME>): the value
+    # is added by the activity and never appears in the flow, the workflow history or logs.
+    secret_headers: dict[HeaderName, SecretName] | None = Field(default=None, max_length=10)
+    # Retries of connection errors and 502/503/504, inside `timeout`; idempotent methods
+    # only (default 1 for GET, PUT and DELETE, 0 otherwise).
+    max_retries: int | None = Field(default=None, ge=0, le=3)
 
     @model_validator(mode="after")
     def _check(self) -> ApiConfig:
@@ -431,7 +462,20 @@ class ApiConfig(FlowModel):
                 raise ValueError(f"a {self.method} request takes no body")
             if len(json.dumps(self.body, ensure_ascii=False)) > MAX_API_BODY_CHARS:
                 raise ValueError(f"body larger than {MAX_API_BODY_CHARS} characters")
+        if self.max_retries and self.method not in IDEMPOTENT_METHODS:
+            raise ValueError(f"maxRetries: a {self.method} request is not idempotent, so it "
+                             "is never retried")
+        clash = {k.lower() for k in self.headers or {}} & {
+            k.lower() for k in self.secret_headers or {}
+        }
+        if clash:
+            raise ValueError(f"header {sorted(clash)[0]!r} is in both headers and secretHeaders")
         return self
+
+    def retries(self) -> int:
+        if self.method not in IDEMPOTENT_METHODS:
+            return 0
+        return 1 if self.max_retries is None else self.max_retries
 
     def template_strings(self) -> list[tuple[str, str]]:
         """(field path, template) for every templated string: url, headers, body leaves."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from core.flows import ports as _ports
 from core.flows import templates
+from core.flows.logic_checks import logic_issues
 from core.flows.schema import (
     ConditionExpr,
     DecisionNode,
@@ -19,6 +20,7 @@ from core.flows.schema import (
     WelcomeNode,
     WireModel,
 )
+from core.http_guard import Allowlist
 
 
 class Problem(WireModel):
@@ -121,11 +123,14 @@ def validate_flow(
     known_queue_ids: Collection[int] | None = None,
     known_agent_ids: Collection[int] | None = None,
     known_business_hours_ids: Collection[int] | None = None,
+    api_allowlist: Collection[str] | None = None,
+    api_secret_known: Callable[[str], bool] | None = None,
 ) -> list[Problem]:
     """Every problem that stops `defn` from running; empty when it may be published.
 
     References to queues, agents and business hours are checked only for the kinds whose
-    known-id set is given.
+    known-id set is given. API nodes' hosts are checked against `api_allowlist` (None: this
+    server's IVR_API_NODE_ALLOWLIST); secret names only when `api_secret_known` is given.
     """
     problems: list[Problem] = []
     add = problems.append
@@ -243,6 +248,16 @@ def validate_flow(
             if error is not None:
                 add(Problem(node_id=node.id, field=field, code=BAD_TEMPLATE,
                             message=f"template does not parse: {error}"))
+
+    # Logic nodes: regexes that could hang, type mismatches, API hosts and secrets.
+    if api_allowlist is None:
+        from core.config import get_settings
+
+        api_allowlist = get_settings().api_allowlist_entries
+    for node_id, field, code, message in logic_issues(
+        nodes, api_allowlist=Allowlist.parse(api_allowlist), secret_known=api_secret_known
+    ):
+        add(Problem(node_id=node_id, field=field, code=code, message=message))
 
     return problems
 
