@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +103,26 @@ class Settings(BaseSettings):
     # slower). Determinism is also guarded by the replay tests over saved histories.
     workflow_sandbox: bool = Field(default=True, validation_alias="IVR_WORKFLOW_SANDBOX")
 
+    # Logic nodes (issue 5). API node: hosts it may reach although they resolve to private or
+    # loopback addresses (comma-separated names, *.suffix, IPs or CIDRs); header secrets by
+    # name (JSON object, or one IVR_API_SECRET_<NAME> variable each); time and size caps.
+    api_node_allowlist: str = Field(default="", validation_alias="IVR_API_NODE_ALLOWLIST")
+    api_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, validation_alias="IVR_API_SECRETS"
+    )
+    api_node_timeout_cap_s: float | None = Field(
+        default=None, gt=0, le=10, validation_alias="IVR_API_NODE_TIMEOUT_CAP_S"
+    )
+    api_node_max_response_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=10 * 1024 * 1024,
+        validation_alias="IVR_API_NODE_MAX_RESPONSE_BYTES",
+    )
+    # Tests and demos only (refused in production): business-hours checks of calls read
+    # this instant instead of the workflow's clock, e.g. 2026-01-05T20:00:00+05:30.
+    business_hours_clock: datetime | None = Field(
+        default=None, validation_alias="IVR_BUSINESS_HOURS_CLOCK"
+    )
+
     log_level: str = Field(default="INFO", validation_alias="IVR_LOG_LEVEL")
     log_json: bool = Field(default=True, validation_alias="IVR_LOG_JSON")
 
@@ -118,6 +140,33 @@ class Settings(BaseSettings):
     @property
     def exotel_configured(self) -> bool:
         return bool(self.exotel_sid and self.exotel_api_key and self.exotel_api_token)
+
+    @property
+    def api_allowlist_entries(self) -> list[str]:
+        return [e.strip() for e in self.api_node_allowlist.split(",") if e.strip()]
+
+    @property
+    def api_timeout_cap_s(self) -> float:
+        """Longest an API node may wait: inside the webhook budget, with room for the turn."""
+        if self.api_node_timeout_cap_s is not None:
+            return self.api_node_timeout_cap_s
+        return max(0.2, self.webhook_budget_ms / 1000 - 0.3)
+
+    def api_secret(self, name: str) -> str | None:
+        """A named header secret: IVR_API_SECRETS[name], else IVR_API_SECRET_<NAME>."""
+        secret = self.api_secrets.get(name)
+        if secret is not None:
+            return secret.get_secret_value()
+        return os.environ.get(f"IVR_API_SECRET_{name}")
+
+    @model_validator(mode="after")
+    def _no_test_clock_in_production(self) -> Settings:
+        if self.is_production and self.business_hours_clock is not None:
+            raise ValueError("IVR_BUSINESS_HOURS_CLOCK is for tests and must not be set in "
+                             "production")
+        if self.business_hours_clock is not None and self.business_hours_clock.tzinfo is None:
+            raise ValueError("IVR_BUSINESS_HOURS_CLOCK needs a UTC offset")
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
