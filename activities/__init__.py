@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
+from activities.logic import LogicActivities
 from activities.routing import RoutingActivities
 from core.config import Settings
 from core.db.session import make_engine, make_sessionmaker
@@ -53,5 +54,6 @@ def _activities(
     return [
         *CallActivities(sessionmaker).all(),
         *CarrierActivities(settings, http).all(),
+        *LogicActivities(settings, sessionmaker, http).all(),
         *(RoutingActivities(sessionmaker, redis).all() if redis is not None else []),
     ]

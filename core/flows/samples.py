@@ -194,6 +194,91 @@ def sales_menu_flow() -> FlowDefinition:
     })
 
 
-def sample_flows() -> list[FlowDefinition]:
-    """Every seeded flow, the production flow first."""
-    return [main_support_flow(), simple_greeting_flow(), sales_menu_flow()]
+ORDER_FLOW_NAME = "Order Status"
+# Where the sample looks orders up: an operator points it at their own order system.
+ORDERS_URL = "https://orders.example.com/api/orders/{{ order_number }}"
+
+
+def order_status_flow(*, orders_url: str = ORDERS_URL) -> FlowDefinition:
+    """Gather → API → decision: "enter your order number", look it up, branch on its status.
+
+    The order system answers JSON like {"status": "shipped", "eta": "Friday"}; a failed or
+    slow lookup apologises, an unknown status says so.
+    """
+    bye = "Thank you for calling. Goodbye."
+    return FlowDefinition.model_validate({
+        "name": ORDER_FLOW_NAME,
+        "description": "Order status line: the caller types an order number, the order "
+        "system is asked for its status, and the call branches on the answer.",
+        "nodes": [
+            _node("welcome", "welcome", "Welcome", 0, 0,
+                  message="Welcome to the order status line."),
+            _node("order", "gather", "Order Number", 0, 150,
+                  message="Please enter your order number, followed by the hash key.",
+                  inputType="digits", minLength=6, maxLength=10, finishOnKey="#",
+                  saveToVariable="order_number", maxRetries=2, timeout=10,
+                  invalidMessage="Sorry, order numbers have six to ten digits.",
+                  timeoutMessage="Sorry, we did not receive your order number."),
+            _node("lookup", "api", "Look Up Order", 0, 300,
+                  url=orders_url, method="GET", timeout=2,
+                  headers={"Accept": "application/json"},
+                  responseMappings={"status": "order_status", "eta": "order_eta"},
+                  statusVariable="order_http_status"),
+            _node("by_status", "decision", "Branch on Status", 0, 450,
+                  decisionType="variable",
+                  conditions=[
+                      {"kind": "variable", "variable": "order_status", "operator": "equals",
+                       "value": "shipped", "port": "shipped", "label": "Shipped"},
+                      {"kind": "variable", "variable": "order_status", "operator": "equals",
+                       "value": "delivered", "port": "delivered", "label": "Delivered",
+                       "ignoreCase": True},
+                      {"kind": "variable", "variable": "order_status", "operator": "in",
+                       "value": ["processing", "packed"], "port": "processing",
+                       "label": "Being prepared"},
+                  ]),
+            _node("shipped", "play", "Shipped", -300, 600,
+                  message="Your order {{ order_number | digits }} has been shipped and will "
+                  "reach you by {{ order_eta | default('the next few days') }}."),
+            _node("delivered", "play", "Delivered", -100, 600,
+                  message="Our records show that order {{ order_number | digits }} has been "
+                  "delivered."),
+            _node("processing", "play", "Being Prepared", 100, 600,
+                  message="Your order {{ order_number | digits }} is being prepared and will "
+                  "ship soon."),
+            _node("unknown", "play", "Unknown Status", 300, 600,
+                  message="We could not find the status of that order. Please check the "
+                  "number and call again."),
+            _node("lookup_failed", "play", "Lookup Failed", 300, 300,
+                  message="Sorry, we cannot look up orders right now. Please try again later."),
+            _node("bye", "hangup", "Goodbye", 0, 750, message=bye, reason="completed"),
+            _node("no_number", "hangup", "No Valid Number", -300, 300,
+                  message="We could not understand the order number. Goodbye.",
+                  reason="no_input"),
+        ],
+        "connections": [
+            _conn("welcome", "next", "order"),
+            _conn("order", "valid", "lookup"),
+            _conn("order", "invalid", "no_number"),
+            _conn("lookup", "success", "by_status"),
+            _conn("lookup", "error", "lookup_failed"),
+            _conn("by_status", "shipped", "shipped"),
+            _conn("by_status", "delivered", "delivered"),
+            _conn("by_status", "processing", "processing"),
+            _conn("by_status", "default", "unknown"),
+            _conn("shipped", "next", "bye"),
+            _conn("delivered", "next", "bye"),
+            _conn("processing", "next", "bye"),
+            _conn("unknown", "next", "bye"),
+            _conn("lookup_failed", "next", "bye"),
+        ],
+    })
+
+
+def sample_flows(*, business_hours_id: int | None = None) -> list[FlowDefinition]:
+    """Every seeded flow, the production flow first (checking `business_hours_id`)."""
+    return [
+        main_support_flow(business_hours_id=business_hours_id),
+        simple_greeting_flow(),
+        sales_menu_flow(),
+        order_status_flow(),
+    ]
