@@ -104,11 +104,15 @@ def prompt(ctx: Context, node: Any, *, text_field: str = "message") -> list[Say 
 
 
 class WelcomeHandler:
-    def enter(self, ctx: Context, node: Any) -> Step:
+    def enter(self, ctx: Context, node: Any) -> Step | Awaitable[Step]:
         port = "next"
         if _cfg(node, "check_business_hours", False):
-            # Schedules are evaluated by the business-hours issue; with no schedule wired in
-            # the line counts as open, so the flow still runs end to end.
+            if _cfg(node, "business_hours_id") is not None:
+                from workflows.logic_nodes import welcome_with_schedule
+
+                return welcome_with_schedule(ctx, node)
+            # No schedule named: as before schedules existed, the line counts as open unless
+            # a variable says otherwise (calls recorded then replay unchanged).
             is_open = ctx.variables.get("business_hours_open", True)
             port = "open" if is_open else "closed"
         return Step(emit=prompt(ctx, node), port=port)
@@ -212,6 +216,7 @@ class NotYetAvailableHandler:
 
 
 # Below the names it uses (Context, Step, prompt): routing_nodes imports them from here.
+from workflows.logic_nodes import ApiHandler, DecisionHandler, GatherHandler  # noqa: E402
 from workflows.routing_nodes import QueueHandler, TransferHandler  # noqa: E402
 
 _later = NotYetAvailableHandler()
@@ -223,9 +228,9 @@ HANDLERS: dict[str, NodeHandler] = {
     "hangup": HangupHandler(),
     "queue": QueueHandler(),
     "transfer": TransferHandler(),
-    "decision": _later,
-    "gather": _later,
-    "api": _later,
+    "decision": DecisionHandler(),
+    "gather": GatherHandler(),
+    "api": ApiHandler(),
 }
 
 
