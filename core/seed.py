@@ -21,6 +21,7 @@ from core.repositories import audit as audit_repo
 from core.repositories import users as users_repo
 from core.security import hash_password_async
 from core.seed_flows import seed_flows
+from core.seed_routing import seed_routing
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -77,7 +78,7 @@ async def seed_users(session: AsyncSession, settings: Settings) -> None:
         log.info("seed_user_created", username=username, role=role.value)
 
 
-SEED_STEPS: list[SeedStep] = [seed_users, seed_flows]
+SEED_STEPS: list[SeedStep] = [seed_users, seed_flows, seed_routing]
 
 
 async def run_seed(settings: Settings) -> None:

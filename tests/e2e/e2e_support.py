@@ -11,15 +11,23 @@ from temporalio.worker import Worker
 
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
+from activities.routing import RoutingActivities
 from core.config import Env, Settings
+from core.redis import make_redis
 from workflows import WORKFLOWS, workflow_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from api_helpers import serve
 
 
-def make_worker(client: Client, task_queue: str, sessionmaker) -> Worker:
-    """An in-process worker with the real workflows and activities on `task_queue`."""
+def make_worker(
+    client: Client, task_queue: str, sessionmaker, *, redis_url: str | None = None
+) -> Worker:
+    """An in-process worker with the real workflows and activities on `task_queue` (the
+    queue and transfer nodes' routing activities too when given a Redis URL)."""
+    routing = (
+        RoutingActivities(sessionmaker, make_redis(redis_url)).all() if redis_url else []
+    )
     return Worker(
         client,
         task_queue=task_queue,
@@ -28,6 +36,7 @@ def make_worker(client: Client, task_queue: str, sessionmaker) -> Worker:
             *CallActivities(sessionmaker).all(),
             # No Exotel credentials here: silent calls end without a carrier check.
             *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient()).all(),
+            *routing,
         ],
         workflow_runner=workflow_runner(),
     )

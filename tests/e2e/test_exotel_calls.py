@@ -31,7 +31,6 @@ from core.temporal import (
 
 IST = timezone(timedelta(hours=5, minutes=30))
 WELCOME = "Welcome to customer support."
-NOT_AVAILABLE = "not available yet"
 
 
 def token(settings: Settings) -> str:
@@ -90,25 +89,51 @@ async def wait_for_end(sessionmaker, sid: str, timeout_s: float = 60) -> FlowExe
 
 @pytest.fixture(scope="module")
 async def worker(client_dc: Client, e2e_settings: Settings, sessionmaker):
-    async with make_worker(client_dc, e2e_settings.temporal_task_queue, sessionmaker):
+    async with make_worker(
+        client_dc, e2e_settings.temporal_task_queue, sessionmaker,
+        redis_url=e2e_settings.redis_url,
+    ):
         yield
 
 
+async def _tech_agents(http: httpx.AsyncClient, headers: dict[str, str]) -> list[dict]:
+    agents = (await http.get("/api/agents", params={"team": "tech"}, headers=headers)).json()
+    return agents["items"]
+
+
+async def _set_status(http: httpx.AsyncClient, headers: dict, agents: list[dict], status: str):
+    for agent in agents:
+        r = await http.put(f"/api/agents/{agent['id']}/status", json={"status": status},
+                           headers=headers)
+        assert r.status_code == 200, r.text
+
+
 async def test_ivr_call_digits_2_walks_the_seeded_flow(
-    worker, api_url, e2e_settings, sessionmaker
+    worker, api_url, http, admin_headers, e2e_settings, sessionmaker
 ):
+    """The seeded tech agents sign in; `ivr call --digits 2` reaches one through the queue."""
+    tech = await _tech_agents(http, admin_headers)
+    assert len(tech) == 2
+    await _set_status(http, admin_headers, tech, "available")
     heard: list[str] = []
     call = SimulatedCall(api_url, token(e2e_settings), digits=["2"], echo=heard.append)
-    result = await call.run()
+    try:
+        result = await call.run()
+    finally:
+        await _set_status(http, admin_headers, tech, "offline")
     assert result.outcome == Outcome.completed, result.error
     text = "\n".join(heard)
     assert WELCOME in text
     assert "For billing, press 1." in text
     assert "You have reached technical support." in text
-    assert NOT_AVAILABLE in text  # the queue node lands with the routing issue
+    dials = [t.dial for t in result.turns if t.dial]
+    best = next(a for a in tech if a["skills"]["technical"] == 5)  # skills_based: best match
+    assert [d["number"] for d in dials] == [best["phoneNumber"]]
+    assert dials[0]["status"] == "completed"
     row = await wait_for_end(sessionmaker, call.call_sid)
-    assert row.status == "completed" and row.end_reason == "not_available"
-    assert row.path == ["welcome", "main_menu", "tech_info", "tech_queue"]
+    assert row.status == "completed" and row.end_reason == "end_of_flow"
+    assert row.path == ["welcome", "main_menu", "tech_info", "tech_queue", "tech_transfer"]
+    assert row.agent_id == best["id"] and row.queue_id is not None
 
 
 async def test_same_webhook_twice_advances_once(worker, http, e2e_settings, client_dc):
@@ -128,13 +153,13 @@ async def test_same_webhook_twice_advances_once(worker, http, e2e_settings, clie
     assert [v.node_id for v in state.history][:3] == ["welcome", "main_menu", "tech_info"]
     # Operators find calls in the Temporal UI by these search attributes.
     handle = client_dc.get_workflow_handle(call_workflow_id(call.sid))
+    # No tech agent is signed in: the caller holds in the queue until they hang up.
+    await http.get(f"{call.base}/status", params={"CallSid": call.sid, "Status": "completed"})
     await handle.result()
     attributes = (await handle.describe()).typed_search_attributes
     assert attributes.get(FLOW_ID) is not None and attributes.get(FLOW_VERSION) >= 1
     assert attributes.get(CURRENT_NODE) == "tech_queue"
-    # The turn after the key press ends in a hang-up the API hands out itself on the next
-    # Passthru: for the workflow the call is complete once that turn is answered.
-    assert attributes.get(CALL_STATUS) == "completed"
+    assert attributes.get(CALL_STATUS) == "abandoned"
     assert len(attributes.get(CALLER_HASH) or "") == 16
 
 
@@ -338,9 +363,12 @@ async def kill_worker_mid_call(http, e2e_settings, worker_env, sessionmaker) -> 
         assert await turn(call, digits='"1"') == "say"  # billing info, from the new worker
         assert "Connecting you to our billing team" in await call.greeting()
         select = await turn(call)
-        assert select in ("say", "hangup")
+        # No billing agent is signed in: the transfer finds nobody and the flow offers
+        # voicemail (agents busy, then a recording), then thanks the caller and hangs up.
+        assert select in ("say", "record", "hangup")
         while select != "hangup":
-            select = await turn(call)
+            recorded = {"RecordingUrl": "https://recordings.example/vm.mp3"}
+            select = await turn(call, **(recorded if select == "record" else {}))
         row = await wait_for_end(sessionmaker, call.sid, timeout_s=30)
         assert row.status == "completed"
         assert row.path[:3] == ["welcome", "main_menu", "billing_info"]
