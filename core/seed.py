@@ -78,7 +78,7 @@ async def seed_users(session: AsyncSession, settings: Settings) -> None:
         log.info("seed_user_created", username=username, role=role.value)
 
 
-SEED_STEPS: list[SeedStep] = [seed_users, seed_flows, seed_routing]
+SEED_STEPS: list[SeedStep] = [seed_users, seed_routing, seed_flows]
 
 
 async def run_seed(settings: Settings) -> None:

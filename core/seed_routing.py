@@ -5,10 +5,12 @@ Agents: 1 billing, 2 technical support, 1 general enquiries, with skills. Under 
 queue at once; elsewhere they start offline until they (or a supervisor) sign them in.
 Queues: "Tech Support" (skills_based, technical) and "General" (longest_idle, general).
 
-Runs after `seed_flows`. Idempotent: rows are found by name; the main flow is wired only while
-its queue nodes name no queue and nobody has edited its draft since it was seeded (draft
-revision 1, every version published by the seed), in which case its draft gets the queue ids
-and the billing agent and is published again. An operator's edits are never overwritten.
+Runs before `seed_flows`, which creates the production flow with these ids (`routing_ids`).
+Idempotent: rows are found by name. A production flow seeded before queues existed (an older
+database) is wired here, only while its queue nodes name no queue and nobody has edited it
+since it was seeded (draft revision 1, every version published by the seed): its draft gets
+the queue ids and the billing agent and is published again. Operators' edits are never
+overwritten.
 """
 
 from __future__ import annotations
@@ -74,10 +76,36 @@ SEED_QUEUES: tuple[dict[str, Any], ...] = (
 async def seed_routing(session: AsyncSession, settings: Settings) -> None:
     agents, created = await _ensure_agents(session, available=settings.env == Env.dev)
     queues = await _ensure_queues(session)
+    # A production flow seeded before queues existed (an older database) is wired here; a
+    # fresh seed creates it wired (seed_flows asks `routing_ids`).
     await _wire_main_flow(session, queues, billing=[agents["Priya Sharma"]])
     if created:
         await session.flush()
         await _reload_live_state(settings)
+
+
+async def routing_ids(session: AsyncSession) -> dict[str, Any]:
+    """The seeded queues and billing agent, as `sample_flows` keyword arguments (None if an
+    operator removed them)."""
+    queues = dict(
+        (
+            await session.execute(
+                select(Queue.name, Queue.id).where(
+                    Queue.name.in_((TECH_QUEUE, GENERAL_QUEUE)), Queue.deleted_at.is_(None)
+                )
+            )
+        )
+        .tuples()
+        .all()
+    )
+    billing = await session.scalar(
+        select(Agent.id).where(Agent.name == SEED_AGENTS[0][0], Agent.deleted_at.is_(None)).limit(1)
+    )
+    return {
+        "tech_queue_id": queues.get(TECH_QUEUE),
+        "general_queue_id": queues.get(GENERAL_QUEUE),
+        "billing_agent_ids": [billing] if billing is not None else None,
+    }
 
 
 async def _reload_live_state(settings: Settings) -> None:

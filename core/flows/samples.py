@@ -274,10 +274,22 @@ def order_status_flow(*, orders_url: str = ORDERS_URL) -> FlowDefinition:
     })
 
 
-def sample_flows(*, business_hours_id: int | None = None) -> list[FlowDefinition]:
-    """Every seeded flow, the production flow first (checking `business_hours_id`)."""
+def sample_flows(
+    *,
+    business_hours_id: int | None = None,
+    tech_queue_id: int | None = None,
+    general_queue_id: int | None = None,
+    billing_agent_ids: list[int] | None = None,
+) -> list[FlowDefinition]:
+    """Every seeded flow, the production flow first (checking `business_hours_id`, queueing
+    in the given queues, transferring billing calls to the given agents)."""
     return [
-        main_support_flow(business_hours_id=business_hours_id),
+        main_support_flow(
+            business_hours_id=business_hours_id,
+            tech_queue_id=tech_queue_id,
+            general_queue_id=general_queue_id,
+            billing_agent_ids=billing_agent_ids,
+        ),
         simple_greeting_flow(),
         sales_menu_flow(),
         order_status_flow(),
