@@ -15,6 +15,7 @@ from core.routing import callbacks
 from core.routing.calls import (
     AgentPick,
     DialLease,
+    HoldSpec,
     QueueCallback,
     QueueCallbackResult,
     QueueEnter,
@@ -26,6 +27,7 @@ from core.routing.calls import (
     ReserveRequest,
 )
 from core.routing.ewt import average_handle_s, position_wait_s
+from core.routing.hold import HoldRecord, write_hold
 from core.routing.model import Requirements
 from core.routing.store import Assignment, QueueRouting, RoutingStore
 
@@ -133,14 +135,15 @@ class RoutingActivities:
         routing = await self.store.queue(queue_id) if cached[1] is not None else None
         return routing, cached[1]
 
-    async def _ewt(self, queue: QueueRouting, position: int) -> float | None:
+    async def _load(self, queue: QueueRouting) -> tuple[int, int, float]:
+        """(staffed, free, average handle seconds) of the agents who fit the queue."""
         agents = await self.store.snapshots()
         req = queue.requirements(0)
         now = int(time.time() * 1000)
         staffed = [a for a in agents if a.presence == "available" and req.admits(a)]
         free = sum(1 for a in staffed if a.free(now))
         aht = average_handle_s(await self.store.recent_handle_s(queue.id))
-        return position_wait_s(position, len(staffed), aht, free)
+        return len(staffed), free, aht
 
     @activity.defn(name="queue_enter")
     async def enter(self, req: QueueEnter) -> QueueStatus:
@@ -176,10 +179,14 @@ class RoutingActivities:
         if queue is None or settings is None:
             return QueueStatus(outcome="unknown_queue", queue_id=req.queue_id)
         await self.store.dispatch(queue.id)
-        return await self._status(queue, settings, req.call_sid)
+        return await self._status(queue, settings, req.call_sid, req.hold)
 
     async def _status(
-        self, queue: QueueRouting, settings: QueueSettings, call_sid: str
+        self,
+        queue: QueueRouting,
+        settings: QueueSettings,
+        call_sid: str,
+        hold: HoldSpec | None = None,
     ) -> QueueStatus:
         poll = await self.store.poll(call_sid)
         waited = max(0.0, (poll.now_ms - poll.arrival_ms) / 1000) if poll.arrival_ms else 0.0
@@ -213,12 +220,34 @@ class RoutingActivities:
             )
         if poll.status != "waiting":
             return QueueStatus(outcome="gone", queue_id=queue.id, settings=settings)
+        staffed, free, aht = await self._load(queue)
+        if hold is not None:
+            # What the API needs to answer this caller's next polls from Redis.
+            await write_hold(
+                self.redis,
+                call_sid,
+                HoldRecord(
+                    queue_id=queue.id,
+                    deadline_ms=hold.deadline_ms,
+                    every_ms=hold.every_ms,
+                    last_announce_ms=hold.last_announce_ms,
+                    segment_s=hold.segment_s,
+                    music_url=hold.music_url,
+                    hold_message=hold.hold_message,
+                    announce_position=hold.announce_position,
+                    announce_wait=hold.announce_wait,
+                    offer_callback=hold.offer_callback,
+                    aht_s=aht,
+                    staffed=staffed,
+                    free=free,
+                ),
+            )
         return QueueStatus(
             outcome="waiting",
             queue_id=queue.id,
             position=poll.position,
             size=poll.size,
-            ewt_s=await self._ewt(queue, poll.position),
+            ewt_s=position_wait_s(poll.position, staffed, aht, free),
             waited_s=waited,
             settings=settings,
         )

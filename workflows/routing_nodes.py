@@ -23,9 +23,11 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from core.routing.announce import CALLBACK_OFFER, announcement
     from core.routing.calls import (
         AgentPick,
         DialLease,
+        HoldSpec,
         QueueCallback,
         QueueCallbackResult,
         QueueEnter,
@@ -35,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRequest,
         ReserveRequest,
     )
-    from core.routing.ewt import spoken_wait
     from core.telephony import (
         DEFAULT_GRACE_S,
         CallEvent,
@@ -48,7 +49,8 @@ with workflow.unsafe.imports_passed_through():
         Instruction,
         Say,
     )
-    from workflows.nodes import Context, Step, _cfg, prompt
+
+from workflows.nodes import Context, Step, _cfg, prompt
 
 HOLD_SEGMENT_S = 15.0  # short, so a caller who hangs up on hold is noticed within ~35 s
 CALLBACK_KEY = "1"
@@ -142,7 +144,7 @@ class QueueHandler:
             return await self._callback(ctx, queue_id)
         status: QueueStatus = await ctx.activity(
             "queue_poll",
-            QueuePoll(queue_id=queue_id, call_sid=_sid(ctx)),
+            QueuePoll(queue_id=queue_id, call_sid=_sid(ctx), hold=self._hold_spec(ctx)),
             result_type=QueueStatus,
         )
         if status.outcome == "assigned":
@@ -153,6 +155,25 @@ class QueueHandler:
         if _now_s(ctx) >= float(st["deadline_s"]):
             return await self._overflow(ctx, node, [], "timeout", status)
         return self._hold(ctx, status, [])
+
+    def _hold_spec(self, ctx: Context) -> HoldSpec:
+        """This node's hold rendering after the segment about to be handed out."""
+        st = ctx.node_state
+        now = _now_s(ctx)
+        last = st.get("last_announce_s")
+        if last is None or now - float(last) >= float(st["interval_s"]):
+            last = now  # the segment this turn hands out announces
+        return HoldSpec(
+            deadline_ms=int(float(st["deadline_s"]) * 1000),
+            every_ms=int(float(st["interval_s"]) * 1000),
+            last_announce_ms=int(float(last) * 1000),
+            segment_s=HOLD_SEGMENT_S,
+            music_url=st.get("music"),
+            hold_message=ctx.render(st["hold_message"]) if st.get("hold_message") else None,
+            announce_position=bool(st.get("announce_position")),
+            announce_wait=bool(st.get("announce_wait")),
+            offer_callback=bool(st.get("offer_callback")),
+        )
 
     def _hold(self, ctx: Context, status: QueueStatus, lead: list[Any]) -> Step:
         st = ctx.node_state
@@ -167,9 +188,7 @@ class QueueHandler:
             words = self._announcement(ctx, status)
         data = {"position": status.position, "ewtS": status.ewt_s, "waitedS": status.waited_s}
         if due and st.get("offer_callback"):
-            text = " ".join(
-                [*words, "To be called back without losing your place in the queue, press 1."]
-            )
+            text = " ".join([*words, CALLBACK_OFFER])
             gather = Gather(
                 prompt=[Say(text=text)],
                 max_digits=1,
@@ -184,23 +203,13 @@ class QueueHandler:
 
     def _announcement(self, ctx: Context, status: QueueStatus) -> list[str]:
         st = ctx.node_state
-        words: list[str] = []
-        if st.get("hold_message"):
-            words.append(ctx.render(st["hold_message"]))
-        if st.get("announce_position") and status.position:
-            if status.position == 1:
-                words.append("You are next in the queue.")
-            else:
-                words.append(f"You are number {status.position} in the queue.")
-        if st.get("announce_wait"):
-            spoken = spoken_wait(status.ewt_s)
-            if spoken is not None and status.position > 1:
-                words.append(f"Your estimated waiting time is {spoken}.")
-            elif spoken is None:
-                words.append("All our agents are busy at the moment.")
-        if not words:
-            words.append("Please stay on the line.")
-        return words
+        return announcement(
+            position=status.position,
+            ewt_s=status.ewt_s,
+            hold_message=ctx.render(st["hold_message"]) if st.get("hold_message") else None,
+            announce_position=bool(st.get("announce_position")),
+            announce_wait=bool(st.get("announce_wait")),
+        )
 
     def _assigned(self, ctx: Context, status: QueueStatus, lead: list[Any]) -> Step:
         ctx.cancel_on_end(QUEUE_KEY)

@@ -88,9 +88,25 @@ class QueueStatus(Wire):
     settings: QueueSettings | None = None
 
 
+class HoldSpec(Wire):
+    """How the node renders the caller's next hold segments, for the API to answer polls
+    from Redis (core.routing.hold) with the same words while nothing changes."""
+
+    deadline_ms: int
+    every_ms: int
+    last_announce_ms: int
+    segment_s: float
+    music_url: str | None = None
+    hold_message: str | None = None
+    announce_position: bool = True
+    announce_wait: bool = True
+    offer_callback: bool = False
+
+
 class QueuePoll(Wire):
     queue_id: int
     call_sid: str
+    hold: HoldSpec | None = None
 
 
 class QueueLeave(Wire):
