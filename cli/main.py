@@ -140,4 +140,4 @@ def seed() -> None:
 
 
 # Commands contributed by other modules: one import line each (see the module docstring).
-from cli import call, loadtest  # noqa: E402, F401
+from cli import call, loadtest, loadtest_queue  # noqa: E402, F401
