@@ -117,6 +117,7 @@ class RoutingActivities:
                 settings = None
                 if row is not None:
                     overflow = (row.overflow or {}).get("queueId")
+                    priority = row.priority
                     settings = QueueSettings(
                         name=row.name,
                         max_wait_s=row.max_wait_s,
@@ -127,6 +128,7 @@ class RoutingActivities:
                         announce_wait_time=row.announce_wait_time,
                         callback_enabled=row.callback_enabled,
                         overflow_queue_id=int(overflow) if overflow else None,
+                        priority=priority,
                     )
                     if await self.store.queue(queue_id) is None:
                         await self.store.set_queue(repo.queue_routing(row))
@@ -150,7 +152,7 @@ class RoutingActivities:
         queue, settings = await self._queue(req.queue_id)
         if queue is None or settings is None:
             return QueueStatus(outcome="unknown_queue", queue_id=req.queue_id)
-        priority = req.priority if req.priority is not None else 0
+        priority = req.priority if req.priority is not None else settings.priority
         pos, size, arrival_ms = await self.store.enqueue(
             queue, req.call_sid, priority=priority, caller=req.caller or ""
         )

@@ -87,9 +87,10 @@ class QueueHandler:
     async def _join(
         self, ctx: Context, node: Any, queue_id: int, *, lead: list[Any], overflowed: bool = False
     ) -> Step:
+        # The node's priority, else one a decision set in `queue_priority`, else the queue's.
         priority = _cfg(node, "priority")
-        if priority is None:
-            priority = _int(ctx.variables.get("queue_priority"), 0)
+        if priority is None and ctx.variables.get("queue_priority") is not None:
+            priority = max(0, min(100, _int(ctx.variables.get("queue_priority"), 0)))
         status: QueueStatus = await ctx.activity(
             "queue_enter",
             QueueEnter(

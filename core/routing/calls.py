@@ -67,6 +67,7 @@ class QueueSettings(Wire):
     announce_wait_time: bool = True
     callback_enabled: bool = False
     overflow_queue_id: int | None = None
+    priority: int = 0  # callers' priority when neither the node nor a variable gives one
 
 
 class QueueStatus(Wire):

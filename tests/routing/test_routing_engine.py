@@ -23,7 +23,7 @@ from core.config import Settings
 from core.db.models import Agent, CallQueueEntry, FlowExecution, Queue, VoiceCallback
 from core.db.session import make_engine, make_sessionmaker
 from core.repositories import routing as repo
-from core.routing.store import RoutingStore
+from core.routing.store import QueueRouting, RoutingStore
 from core.telephony import CallEvent, Dialect, DialStatus, EventKind, Reply
 from core.temporal import with_data_converter
 from workflows import WORKFLOWS, workflow_runner
@@ -349,3 +349,60 @@ def repo_req():
 
 
 _ = repo  # the repository is exercised through the activities
+
+
+async def test_full_queue_overflows_into_its_overflow_queue(worker, world, sessionmaker):
+    async with sessionmaker.begin() as session:
+        spill = Queue(name="Spill", required_skills={"technical": 1}, max_size=5)
+        session.add(spill)
+        await session.flush()
+        spill_id = spill.id
+        await session.execute(
+            update(Queue)
+            .where(Queue.id == world["queue_id"])
+            .values(max_size=1, overflow={"queueId": spill_id}, callback_enabled=False)
+        )
+    # What PUT /api/queues/{id} does after the row changes: Redis gets the new limits.
+    await world["store"].set_queue(
+        QueueRouting(id=world["queue_id"], skills={"technical": 1}, max_size=1)
+    )
+    first = Call(*worker, flow(world["queue_id"]))
+    await first.first()
+    second = Call(*worker, flow(world["queue_id"]))
+    r = await second.first()
+    assert r.instructions[-1].kind == "hold"
+    assert "You are next in the queue." in spoken(r)  # first in the overflow queue
+    store = world["store"]
+    assert [e.call_sid for e in await store.entries(spill_id)] == [second.sid]
+    async with sessionmaker() as session:
+        rows = (
+            await session.scalars(
+                select(CallQueueEntry)
+                .where(CallQueueEntry.call_sid == second.sid)
+                .order_by(CallQueueEntry.id)
+            )
+        ).all()
+        assert [(r.queue_id, r.status) for r in rows] == [
+            (world["queue_id"], "overflowed"),
+            (spill_id, "waiting"),
+        ]
+    for c in (first, second):
+        await c.handle.terminate("test over")
+
+
+async def test_priority_from_a_variable_goes_ahead_and_old_calls_are_not_starved(
+    worker, world, sessionmaker
+):
+    async with sessionmaker.begin() as session:
+        await session.execute(update(Queue).values(callback_enabled=False, max_size=10))
+    plain = Call(*worker, flow(world["queue_id"]))
+    await plain.first()
+    vip_flow = flow(world["queue_id"])
+    vip_flow["nodes"][1]["config"]["priority"] = 50
+    vip = Call(*worker, vip_flow)
+    r = await vip.first()
+    assert "You are next in the queue." in spoken(r)  # ahead of the earlier, plain call
+    store = world["store"]
+    assert [e.call_sid for e in await store.entries(world["queue_id"])] == [vip.sid, plain.sid]
+    for c in (plain, vip):
+        await c.handle.terminate("test over")
