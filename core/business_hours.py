@@ -25,7 +25,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from core.flows import templates
@@ -70,6 +79,13 @@ class Interval(_Model):
     start: HHMM
     end: HHMM
     overnight: bool = False
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not self.overnight:
+            data.pop("overnight", None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Interval:
@@ -148,6 +164,13 @@ class CustomHoliday(_Model):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     # Every year on the same day and month (e.g. a company's founding day).
     annual: bool = False
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not self.annual:
+            data.pop("annual", None)
+        return data
 
 
 class Override(_Model):
@@ -235,9 +258,13 @@ class Schedule(_Model):
     overrides: list[Override] = Field(default_factory=list, max_length=MAX_OVERRIDES)
     messages: Messages = Field(default_factory=Messages)
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        return _check_timezone(name)
+
     @model_validator(mode="after")
     def _check(self) -> Schedule:
-        _check_timezone(self.timezone)
         if self.holiday_subdivision is not None and self.holiday_country is None:
             raise ValueError("holidaySubdivision needs holidayCountry")
         seen: dict[tuple[int, int, int], str] = {}

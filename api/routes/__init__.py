@@ -17,6 +17,7 @@ ROUTERS: tuple[str, ...] = (
     "api.routes.users:router",
     "api.routes.users:audit_router",
     "api.routes.flows:router",
+    "api.routes.business_hours:router",
     "api.routes.agents:router",
     "api.routes.queues:router",
     "api.carriers.exotel:router",
