@@ -20,6 +20,7 @@ from core.permissions import Role
 from core.repositories import audit as audit_repo
 from core.repositories import users as users_repo
 from core.security import hash_password_async
+from core.seed_business_hours import seed_business_hours
 from core.seed_flows import seed_flows
 from core.seed_routing import seed_routing
 
@@ -78,7 +79,7 @@ async def seed_users(session: AsyncSession, settings: Settings) -> None:
         log.info("seed_user_created", username=username, role=role.value)
 
 
-SEED_STEPS: list[SeedStep] = [seed_users, seed_routing, seed_flows]
+SEED_STEPS: list[SeedStep] = [seed_users, seed_business_hours, seed_routing, seed_flows]
 
 
 async def run_seed(settings: Settings) -> None:

@@ -14,6 +14,7 @@ from core.errors import Conflict
 from core.flows.samples import MAIN_FLOW_NAME, sample_flows
 from core.repositories import audit as audit_repo
 from core.repositories import flows as flows_repo
+from core.seed_business_hours import support_hours_id
 from core.seed_routing import routing_ids
 
 log = structlog.stdlib.get_logger(__name__)
@@ -21,8 +22,9 @@ log = structlog.stdlib.get_logger(__name__)
 
 async def seed_flows(session: AsyncSession, settings: Settings) -> None:
     """Create and publish each seeded flow that does not exist yet; make the main one default."""
+    hours_id = await support_hours_id(session)  # the welcome node's business-hours check
     # Queues and agents come from the routing seed step, which runs first.
-    for defn in sample_flows(**await routing_ids(session)):
+    for defn in sample_flows(business_hours_id=hours_id, **await routing_ids(session)):
         exists = (
             await session.execute(select(Flow.id).where(Flow.name == defn.name).limit(1))
         ).first()

@@ -88,4 +88,6 @@ def worker_env(e2e_settings: Settings) -> dict[str, str]:
         "REDIS_URL": e2e_settings.redis_url,
         "TEMPORAL_ADDRESS": e2e_settings.temporal_address,
         "TEMPORAL_TASK_QUEUE": e2e_settings.temporal_task_queue,
+        # The seeded flow's business-hours check sees a Monday morning (open).
+        "IVR_BUSINESS_HOURS_CLOCK": "2026-01-05T11:00:00+05:30",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ from temporalio.worker import Worker
 
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
+from activities.logic import LogicActivities
 from activities.routing import RoutingActivities
 from core.config import Env, Settings
 from core.redis import make_redis
@@ -19,14 +21,28 @@ from workflows import WORKFLOWS, workflow_runner
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from api_helpers import serve
 
+# The seeded flow checks "Support hours" (Mon-Sat 09:00-18:00 IST): its calls see this
+# instant, a Monday morning, so the menu is open whenever the suite runs.
+OPEN_CLOCK = "2026-01-05T11:00:00+05:30"
+
 
 def make_worker(
-    client: Client, task_queue: str, sessionmaker, *, redis_url: str | None = None
+    client: Client,
+    task_queue: str,
+    sessionmaker,
+    *,
+    clock: str | None = OPEN_CLOCK,
+    redis_url: str | None = None,
+    logic_settings: Settings | None = None,
 ) -> Worker:
     """An in-process worker with the real workflows and activities on `task_queue` (the
     queue and transfer nodes' routing activities too when given a Redis URL)."""
     routing = (
         RoutingActivities(sessionmaker, make_redis(redis_url)).all() if redis_url else []
+    )
+    # The logic nodes' activities: `logic_settings` with the business-hours `clock`.
+    logic_settings = (logic_settings or Settings(env=Env.test)).model_copy(
+        update={"business_hours_clock": datetime.fromisoformat(clock) if clock else None}
     )
     return Worker(
         client,
@@ -36,10 +52,11 @@ def make_worker(
             *CallActivities(sessionmaker).all(),
             # No Exotel credentials here: silent calls end without a carrier check.
             *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient()).all(),
+            *LogicActivities(logic_settings, sessionmaker, httpx.AsyncClient()).all(),
             *routing,
         ],
         workflow_runner=workflow_runner(),
     )
 
 
-__all__ = ["make_worker", "serve"]
+__all__ = ["OPEN_CLOCK", "make_worker", "serve"]
