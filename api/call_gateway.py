@@ -108,7 +108,8 @@ class FlowNotFound(LookupError):
     """No published flow answers this number and no default flow is published."""
 
 
-FlowResolver = Callable[[str | None], Awaitable[tuple[int, int, str, dict[str, Any]] | None]]
+# (flow id, version, name, definition[, checksum]): repositories.flows.ResolvedFlow.
+FlowResolver = Callable[[str | None], Awaitable[tuple[Any, ...] | None]]
 
 
 def _caller_hash(caller: str | None) -> str:
@@ -274,7 +275,8 @@ class TemporalCallGateway:
         resolved = await self.resolve_flow(event.called)
         if resolved is None:
             raise FlowNotFound(event.called or "")
-        flow_id, version, flow_name, definition = resolved
+        flow_id, version, flow_name, definition = resolved[:4]
+        checksum = resolved[4] if len(resolved) > 4 else None
         start = CallStart(
             call_sid=event.call_sid,
             dialect=dialect,
@@ -287,6 +289,7 @@ class TemporalCallGateway:
             flow_version=version,
             flow_name=flow_name,
             definition=definition,
+            definition_checksum=checksum,
             grace_s=self.settings.call_grace_s,
         )
         return WithStartWorkflowOperation(

@@ -34,6 +34,8 @@ class CallStart(Wire):
     flow_version: int | None = None
     flow_name: str | None = None
     definition: dict[str, Any]
+    # sha256 of the published version's canonical JSON: lets workers parse it once.
+    definition_checksum: str | None = None
     grace_s: float = 20.0
 
 

@@ -6,6 +6,8 @@ Indian carriers write the same number as `09876543210`, `+919876543210`, `919876
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 DEFAULT_REGION = "IN"
@@ -13,8 +15,11 @@ DEFAULT_REGION = "IN"
 _MAX_RAW_LEN = 32
 
 
+@functools.lru_cache(maxsize=4096)
 def to_e164(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
-    """`raw` as E.164, or None when it is empty or cannot be a phone number (withheld, SIP)."""
+    """`raw` as E.164, or None when it is empty or cannot be a phone number (withheld, SIP).
+
+    Cached: every webhook of a call parses the same two numbers again."""
     if raw is None:
         return None
     text = raw.strip()

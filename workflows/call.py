@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         NodeVisit,
         VisitsRecord,
     )
-    from core.flows.schema import FlowDefinition
+    from core.flows.schema import parse_frozen
     from core.telephony import (
         CallEvent,
         EventKind,
@@ -128,7 +128,7 @@ class CallWorkflow:
     @workflow.init
     def __init__(self, start: CallStart) -> None:
         self.start = start
-        self.flow = FlowDefinition.model_validate(start.definition)
+        self.flow = parse_frozen(start.definition, start.definition_checksum)
         self.ctx = _Ctx(
             {
                 "call_sid": start.call_sid,

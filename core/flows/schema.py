@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import OrderedDict
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -684,3 +686,31 @@ class FlowDefinition(FlowModel):
         return json.dumps(
             self.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
+
+
+_FROZEN_CACHE_SIZE = 64
+_frozen: OrderedDict[str, FlowDefinition] = OrderedDict()
+_frozen_lock = threading.Lock()
+
+
+def parse_frozen(definition: dict[str, Any], checksum: str | None) -> FlowDefinition:
+    """A published version's definition, parsed once per worker process.
+
+    Published versions are immutable and `checksum` is the sha256 of their canonical JSON, so
+    equal checksums mean equal flows: every call on that version shares one parsed, read-only
+    FlowDefinition instead of validating the whole graph again at each call's start. Without a
+    checksum (drafts, tests, histories from before it was sent) it parses as usual.
+    """
+    if checksum is None:
+        return FlowDefinition.model_validate(definition)
+    with _frozen_lock:
+        cached = _frozen.get(checksum)
+        if cached is not None:
+            _frozen.move_to_end(checksum)
+            return cached
+    parsed = FlowDefinition.model_validate(definition)
+    with _frozen_lock:
+        _frozen[checksum] = parsed
+        while len(_frozen) > _FROZEN_CACHE_SIZE:
+            _frozen.popitem(last=False)
+    return parsed

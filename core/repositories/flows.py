@@ -455,6 +455,7 @@ class ResolvedFlow(NamedTuple):
     version: int
     name: str
     definition: dict[str, Any]
+    checksum: str | None = None
 
 
 DefinitionCache = OrderedDict[tuple[int, int, str], dict[str, Any]]
@@ -507,7 +508,7 @@ async def resolve_flow_for_number(
                 cache.popitem(last=False)
     else:
         cache.move_to_end(key)  # type: ignore[union-attr]
-    return ResolvedFlow(flow_id, version, name, definition)
+    return ResolvedFlow(flow_id, version, name, definition, digest)
 
 
 def make_flow_resolver(

@@ -230,3 +230,14 @@ def test_limits_on_graph_size() -> None:
         FlowDefinition.model_validate({"name": "x", "nodes": [node("hangup", "a" * 65)]})
     with pytest.raises(ValidationError):
         FlowDefinition.model_validate({"name": "", "nodes": []})
+
+
+def test_frozen_versions_are_parsed_once_per_checksum():
+    from core.flows.schema import parse_frozen
+
+    definition = simple_greeting_flow().to_json_dict()
+    a = parse_frozen(definition, "sha-a")
+    assert parse_frozen(definition, "sha-a") is a  # shared, read-only
+    assert parse_frozen(definition, "sha-b") is not a
+    assert parse_frozen(definition, None) is not parse_frozen(definition, None)
+    assert a.entry().id == parse_frozen(definition, None).entry().id
