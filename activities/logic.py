@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ from core.flows.api_call import (
     ApiCallResult,
     json_path,
 )
-from core.http_guard import Allowlist, ForbiddenHost, resolve_checked
+from core.http_guard import Allowlist, ForbiddenHost, literal_address, resolve_checked
 from core.repositories import business_hours as hours_repo
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,26 @@ class _Refused(Exception):
     """The request cannot be made or its answer cannot be used (→ the error port)."""
 
 
+class _RedactPinnedUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO. API node requests (and only they) go to
+    a pinned IP address, and their paths and queries may carry what a caller typed: log
+    those as scheme://address/… instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], httpx.URL):
+            url = args[1]
+            if literal_address(url.host) is not None and (url.path != "/" or url.query):
+                record.args = (args[0], f"{url.scheme}://{url.netloc.decode()}/…", *args[2:])
+        return True
+
+
+def _install_redaction() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactPinnedUrls) for f in logger.filters):
+        logger.addFilter(_RedactPinnedUrls())
+
+
 class LogicActivities:
     def __init__(
         self,
@@ -56,6 +77,7 @@ class LogicActivities:
         self.sessionmaker = sessionmaker
         self.http = http
         self.allowlist = Allowlist.parse(settings.api_allowlist_entries)
+        _install_redaction()
 
     # --- business hours ---------------------------------------------------------------------
 

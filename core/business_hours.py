@@ -486,10 +486,14 @@ def snapshot(schedule_id: int, schedule: Schedule, at: datetime) -> ScheduleSnap
     table = public_holidays(
         schedule.holiday_country, schedule.holiday_subdivision, holiday_years(at)
     )
+    # Only the dates a check around `at` can reach: the workflow history keeps this.
+    local = at.astimezone(schedule.zone()).date()
+    first, last = local - timedelta(days=2), local + timedelta(days=LOOKAHEAD_DAYS + 1)
     return ScheduleSnapshot(
         id=schedule_id,
         schedule=schedule,
-        holidays=[HolidayDate(date=d, name=n) for d, n in sorted(table.items())],
+        holidays=[HolidayDate(date=d, name=n) for d, n in sorted(table.items())
+                  if first <= d <= last],
     )
 
 

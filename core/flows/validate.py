@@ -129,8 +129,8 @@ def validate_flow(
     """Every problem that stops `defn` from running; empty when it may be published.
 
     References to queues, agents and business hours are checked only for the kinds whose
-    known-id set is given. API nodes' hosts are checked against `api_allowlist` (None: this
-    server's IVR_API_NODE_ALLOWLIST); secret names only when `api_secret_known` is given.
+    known-id set is given. API nodes' hosts are checked against `api_allowlist` and their
+    secret names with `api_secret_known` (None: this server's settings).
     """
     problems: list[Problem] = []
     add = problems.append
@@ -250,10 +250,14 @@ def validate_flow(
                             message=f"template does not parse: {error}"))
 
     # Logic nodes: regexes that could hang, type mismatches, API hosts and secrets.
-    if api_allowlist is None:
+    if api_allowlist is None or api_secret_known is None:
         from core.config import get_settings
 
-        api_allowlist = get_settings().api_allowlist_entries
+        server = get_settings()
+        if api_allowlist is None:
+            api_allowlist = server.api_allowlist_entries
+        if api_secret_known is None:
+            api_secret_known = lambda name: server.api_secret(name) is not None  # noqa: E731
     for node_id, field, code, message in logic_issues(
         nodes, api_allowlist=Allowlist.parse(api_allowlist), secret_known=api_secret_known
     ):

@@ -259,3 +259,12 @@ def test_json_path_and_template_host() -> None:
     assert template_host("https://crm.example.in/c/{{ caller }}") == "crm.example.in"
     assert template_host("https://{{ host }}/x") is None
     assert template_host("http://user@crm.in:8080/x") == "crm.in"
+
+
+async def test_httpx_logs_of_api_node_requests_hide_path_and_query(orders, caplog) -> None:
+    _, url = orders
+    caplog.set_level("INFO", logger="httpx")
+    result = await call(url + "/orders/{{ acct }}?pin={{ acct }}", variables={"acct": "123456"})
+    assert result.status == 200
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "httpx")
+    assert "HTTP Request: GET" in logged and "123456" not in logged
