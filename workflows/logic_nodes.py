@@ -23,7 +23,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from core.business_hours import CheckResult, ScheduleBundle, ScheduleRequest
     from core.flows.api_call import ApiCallResult, build_request
-    from core.flows.conditions import Facts, evaluate, schedule_ids, uses_clock
+    from core.flows.conditions import Facts, evaluate, schedule_ids
     from core.flows.inputs import (
         InputResult,
         Sensitive,
@@ -121,12 +121,13 @@ class DecisionHandler:
     """Ordered conditions, first match wins; `default` when none does. Never waits."""
 
     def enter(self, ctx: Any, node: Any) -> Any:
-        conditions = node.config.conditions
-        if any(uses_clock(c) for c in conditions):
-            return self._with_clock(ctx, node)
+        # Only schedules need an activity; weekday/between read the workflow clock (or the
+        # test clock, when the same node also checks a schedule).
+        if any(True for c in node.config.conditions for _ in schedule_ids(c)):
+            return self._with_schedules(ctx, node)
         return self._decide(ctx, node, ctx.now(), {}, None)
 
-    async def _with_clock(self, ctx: Any, node: Any) -> Any:
+    async def _with_schedules(self, ctx: Any, node: Any) -> Any:
         ids = sorted({i for c in node.config.conditions for i in schedule_ids(c)})
         bundle, error = await load_schedules(ctx, ids)
         at = (bundle.clock if bundle is not None else None) or ctx.now()
