@@ -70,6 +70,11 @@ class OrdersServer:
             await asyncio.sleep(5)
             return JSONResponse({"status": "late"})
 
+        @app.get("/slowish")
+        async def slowish() -> Response:
+            await asyncio.sleep(0.4)
+            return JSONResponse({"status": "shipped"})
+
         @app.get("/huge")
         async def huge() -> Response:
             hit("huge")

@@ -70,6 +70,13 @@ async def test_slow_server_times_out_within_the_node_timeout(orders) -> None:
     assert elapsed < 1.5
 
 
+async def test_slow_answer_inside_the_timeout_succeeds(orders) -> None:
+    _, url = orders
+    result = await call(url + "/slowish", cfg={"timeout": 2, "responseMappings": {"status": "s"}})
+    assert result.outcome == "success" and result.variables == {"s": "shipped"}
+    assert result.elapsed_ms >= 400
+
+
 async def test_timeout_is_capped_by_the_webhook_budget(orders) -> None:
     _, url = orders
     started = asyncio.get_running_loop().time()
