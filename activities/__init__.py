@@ -53,7 +53,7 @@ def _activities(
     """Every activity, from each activity class built once with its dependencies."""
     return [
         *CallActivities(sessionmaker).all(),
-        *CarrierActivities(settings, http).all(),
+        *CarrierActivities(settings, http, redis).all(),
         *LogicActivities(settings, sessionmaker, http).all(),
         *(RoutingActivities(sessionmaker, redis).all() if redis is not None else []),
     ]

@@ -1,6 +1,9 @@
-"""Activities that ask the carrier's REST API about a call."""
+"""Activities that ask whether a call is still up: the carrier's REST API, or the API's own
+record of a queued caller's last hold poll (which it answers without the workflow)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 import structlog
@@ -9,13 +12,22 @@ from temporalio import activity
 from core.calls import CarrierStatus, CarrierStatusRequest
 from core.config import Settings
 from core.exotel import ExotelClient, ExotelError
+from core.routing.hold import hold_seen_ms
 
 log = structlog.get_logger(__name__)
 
 
 class CarrierActivities:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, redis: Any = None) -> None:
         self.exotel = ExotelClient(settings, http) if settings.exotel_configured else None
+        self.redis = redis
+
+    @activity.defn(name="call_hold_seen")
+    async def call_hold_seen(self, call_sid: str) -> int | None:
+        """When the API last answered this queued caller's hold poll (epoch ms), if ever."""
+        if self.redis is None:
+            return None
+        return await hold_seen_ms(self.redis, call_sid)
 
     @activity.defn(name="carrier_call_status")
     async def carrier_call_status(self, req: CarrierStatusRequest) -> CarrierStatus:
@@ -36,4 +48,4 @@ class CarrierActivities:
         )
 
     def all(self) -> list:
-        return [self.carrier_call_status]
+        return [self.carrier_call_status, self.call_hold_seen]

@@ -10,6 +10,8 @@
   if it never reached a worker). The call goes on; nothing is skipped.
 - The last reply is cached in Redis so Exotel's applet endpoints (greeting, gather, connect)
   read it without a workflow query.
+- A queued caller's return from a hold segment is answered from Redis too (core.routing.hold:
+  the next segment with the live position), unless routing says the workflow must act.
 - A reply's later pieces (`Reply.then`: Exotel plays one applet per webhook) are handed out
   from Redis on the carrier's next returns, without a workflow update: a turn that speaks and
   then hangs up, or plays an info prompt before a menu, costs the Temporal server one update
@@ -45,7 +47,17 @@ from api.carriers.gateway import CallOver, UnknownCall
 from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
 from core.config import Settings
 from core.metrics import FALLBACK_REPLIES
-from core.telephony import CallEvent, Dialect, Hangup, Pause, Reply, Say, expected_duration_s
+from core.routing.hold import HoldPoller
+from core.telephony import (
+    CallEvent,
+    Dialect,
+    EventKind,
+    Hangup,
+    Pause,
+    Reply,
+    Say,
+    expected_duration_s,
+)
 from core.temporal import CALL_STATUS, CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
 
 log = structlog.get_logger(__name__)
@@ -131,6 +143,7 @@ class TemporalCallGateway:
         self.resolve_flow = resolve_flow
         self.budget_s = settings.webhook_budget_ms / 1000
         self._next_piece = redis.register_script(_NEXT_PIECE)
+        self.hold_poller = HoldPoller(redis)
         self._store_reply = redis.register_script(_STORE_REPLY)
 
     @property
@@ -162,18 +175,22 @@ class TemporalCallGateway:
         sid = event.call_sid
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._fallback_key(sid))
-            pipe.exists(self._reply_key(sid))
+            pipe.get(self._reply_key(sid))
             # While a reply has pieces left, the carrier is back from a prompts-only piece.
             await self._next_piece(
                 keys=[self._pieces_key(sid), self._reply_key(sid)],
                 args=[update_id, REPLY_TTL_S],
                 client=pipe,
             )
-            undelivered, known, (served, *piece) = await pipe.execute()
+            undelivered, cached, (served, *piece) = await pipe.execute()
         if piece and not undelivered:
             return Reply.model_validate_json(piece[0])
+        if cached and not undelivered and event.kind != EventKind.ended:
+            held = await self._answer_hold_poll(sid, cached)
+            if held is not None:
+                return held
         event = event.model_copy(update={"served": int(served)})
-        if start and known:
+        if start and cached:
             # We already answered this call: a plain update, no flow lookup, no start.
             start = False
         if undelivered:
@@ -192,7 +209,7 @@ class TemporalCallGateway:
         except FlowNotFound:
             return await self._not_in_service(event, dialect)
         except UnknownCall as err:
-            if known:  # we answered it before: it ended and its history is gone
+            if cached:  # we answered it before: it ended and its history is gone
                 raise CallOver(event.call_sid) from err
             raise
         if undelivered:
@@ -204,6 +221,26 @@ class TemporalCallGateway:
                   *(piece.model_dump_json() for piece in rest)],
         )
         return head
+
+    async def _answer_hold_poll(self, sid: str, cached: str) -> Reply | None:
+        """A queued caller back from a hold segment: the next segment comes from Redis (live
+        position, announcements when due), no workflow update, unless routing says the
+        workflow must act (agent assigned, max wait, callback offer due, caller gone).
+
+        Any return counts, whatever parameters it repeats: a hold collects nothing."""
+        if '"hold"' not in cached:  # cheap test before parsing the cached reply
+            return None
+        pending = Reply.model_validate_json(cached)
+        if pending.terminal is None or pending.terminal.kind != "hold":
+            return None
+        hold = await self.hold_poller.answer(sid)
+        if hold is None:
+            return None
+        reply = Reply(
+            instructions=[hold], expected_duration_s=hold.duration_s, turn=pending.turn
+        )
+        await self.redis.set(self._reply_key(sid), reply.model_dump_json(), ex=REPLY_TTL_S)
+        return reply
 
     async def pending(self, call_sid: str) -> Reply | None:
         # One round trip: applet fetches are a third of a busy line's webhook traffic.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -192,6 +192,8 @@ class CallWorkflow:
                 if not workflow.all_handlers_finished():
                     # A turn is still being worked on (e.g. an API node): that is not silence.
                     remaining = timedelta(seconds=self.start.grace_s)
+                elif await self._still_holding():
+                    continue  # the API answered the caller's hold polls meanwhile
                 elif await self._carrier_says_live():
                     self.pending_since = workflow.now()  # one more full period
                     continue
@@ -216,6 +218,27 @@ class CallWorkflow:
         if self.pending is None:
             return FIRST_TURN_WAIT_S
         return max(1.0, self.pending.expected_duration_s) + self.start.grace_s
+
+    async def _still_holding(self) -> bool:
+        """A queued caller's hold polls are answered by the API from Redis, not by updates:
+        the caller is there if the API saw them after we last did (moves the deadline)."""
+        awaiting = self.pending.awaiting if self.pending is not None else None
+        if awaiting is None or awaiting.kind != "hold" or self.pending_since is None:
+            return False
+        seen_ms = await workflow.execute_local_activity(
+            "call_hold_seen",
+            self.start.call_sid,
+            result_type=int | None,  # type: ignore[arg-type]
+            start_to_close_timeout=timedelta(seconds=5),
+            retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=1)),
+        )
+        if seen_ms is None:
+            return False
+        seen = datetime.fromtimestamp(seen_ms / 1000, tz=UTC)
+        if seen <= self.pending_since:
+            return False
+        self.pending_since = seen
+        return True
 
     async def _carrier_says_live(self) -> bool:
         """Ask the carrier's REST API whether a call we stopped hearing from is still up."""

@@ -37,9 +37,8 @@ def make_worker(
 ) -> Worker:
     """An in-process worker with the real workflows and activities on `task_queue` (the
     queue and transfer nodes' routing activities too when given a Redis URL)."""
-    routing = (
-        RoutingActivities(sessionmaker, make_redis(redis_url)).all() if redis_url else []
-    )
+    redis = make_redis(redis_url) if redis_url else None
+    routing = RoutingActivities(sessionmaker, redis).all() if redis is not None else []
     # The logic nodes' activities: `logic_settings` with the business-hours `clock`.
     logic_settings = (logic_settings or Settings(env=Env.test)).model_copy(
         update={"business_hours_clock": datetime.fromisoformat(clock) if clock else None}
@@ -51,7 +50,7 @@ def make_worker(
         activities=[
             *CallActivities(sessionmaker).all(),
             # No Exotel credentials here: silent calls end without a carrier check.
-            *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient()).all(),
+            *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient(), redis).all(),
             *LogicActivities(logic_settings, sessionmaker, httpx.AsyncClient()).all(),
             *routing,
         ],

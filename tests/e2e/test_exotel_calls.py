@@ -163,6 +163,77 @@ async def test_same_webhook_twice_advances_once(worker, http, e2e_settings, clie
     assert len(attributes.get(CALLER_HASH) or "") == 16
 
 
+async def test_hold_polls_are_answered_by_the_api_until_an_agent_is_free(
+    worker, http, admin_headers, e2e_settings, client_dc
+):
+    """A queued caller's returns from hold are answered from Redis (no workflow update, not a
+    budget hold) even though Exotel repeats the menu digits on them; once an agent is free for
+    the call, the next return goes to the workflow, which dials that agent."""
+    tech = await _tech_agents(http, admin_headers)
+    await _set_status(http, admin_headers, tech, "offline")
+    call = ExotelCall(http, e2e_settings)
+    handle = client_dc.get_workflow_handle(call_workflow_id(call.sid))
+
+    async def state() -> CallState:
+        return await handle.query("state", result_type=CallState)
+
+    async def back() -> httpx.Response:
+        response = await call.passthru(call.params(digits='""'))
+        assert response.headers.get("X-IVR-Fallback") != "1"
+        return response
+
+    assert await call.select() == "gather"
+    # Tech info, position and the callback offer (a one-key gather): no key pressed.
+    assert await call.select(digits='"2"') == "gather"
+    assert "press 1" in (await call.gather_prompt()).lower()
+    assert (await back()).json() == {"select": "say"}  # the workflow's first hold segment
+    before = await state()
+    assert before.current_node == "tech_queue"
+    for _ in range(3):
+        assert (await back()).json() == {"select": "say"}
+        assert "stay on the line" not in (await call.greeting()).lower()
+    assert (await state()).turn == before.turn  # the polls never reached the workflow
+    best = next(a for a in tech if a["skills"]["technical"] == 5)
+    try:
+        await _set_status(http, admin_headers, [best], "available")
+        assert (await back()).json() == {"select": "connect"}
+        after = await state()
+        assert after.turn == before.turn + 1 and after.current_node == "tech_transfer"
+    finally:
+        await http.get(f"{call.base}/status", params={"CallSid": call.sid, "Status": "completed"})
+        await handle.result()
+        await _set_status(http, admin_headers, tech, "offline")
+
+
+async def test_a_caller_holding_on_api_answered_polls_is_kept_then_abandoned_when_gone(
+    worker, seeded_db, e2e_settings, client_dc, sessionmaker
+):
+    """The workflow hears nothing while the API answers hold polls: at its silence deadline it
+    asks Redis when the caller was last seen and keeps the call; once the polls stop, the call
+    ends as abandoned (Exotel sends nothing for an inbound hang-up)."""
+    settings = e2e_settings.model_copy(update={"call_grace_s": 1.0})
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(
+        base_url=url, timeout=15
+    ) as http:
+        await temporal_connected(http)
+        call = ExotelCall(http, settings)
+        handle = client_dc.get_workflow_handle(call_workflow_id(call.sid), result_type=CallOutcome)
+        assert await call.select() == "gather"
+        assert await call.select(digits='"2"') == "gather"  # info, position, callback offer
+        assert await call.select(digits='""') == "say"  # no key: the first hold segment
+        # 15 s segments + 1 s grace: keep polling past the first silence deadline.
+        for _ in range(6):
+            await asyncio.sleep(4)
+            assert await call.select(digits='""') == "say"
+        description = await handle.describe()
+        assert description.status.name == "RUNNING"  # kept: the API saw the caller
+        # The caller hangs up: no more polls.
+        outcome = await asyncio.wait_for(handle.result(), timeout=90)
+        assert (outcome.status, outcome.reason) == ("abandoned", "no_webhook")
+        row = await wait_for_end(sessionmaker, call.sid)
+        assert row.status == "abandoned"
+
+
 async def test_later_pieces_of_a_turn_come_from_the_api_not_the_workflow(
     worker, http, e2e_settings, client_dc
 ):
