@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 MAX_REDIRECTS = 3
 RETRY_STATUSES = frozenset({502, 503, 504})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -177,28 +178,23 @@ class LogicActivities:
         for _hop in range(MAX_REDIRECTS + 1):
             port = url.port or (443 if url.scheme == "https" else 80)
             addresses = await resolve_checked(url.host, port, self.allowlist)
-            address = str(addresses[0])
-            # Connect to the address we checked, not the name again (DNS rebinding); the
-            # Host header and TLS server name stay the real host.
-            pinned = url.copy_with(host=address)
-            host_header = url.host if url.port is None else f"{url.host}:{url.port}"
-            request = self.http.build_request(
-                method,
-                pinned,
-                headers={**headers, "Host": host_header},
-                json=body if has_body else None,
-                extensions={"sni_hostname": url.host} if url.scheme == "https" else {},
-            )
-            response = await self.http.send(request, stream=True, follow_redirects=False)
+            response = await self._send_pinned(method, url, addresses, headers, body, has_body)
             try:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
                     location = response.headers["location"]
+                    previous = url
                     try:
                         url = url.join(location)
                     except (httpx.InvalidURL, ValueError):
                         raise _Refused("redirect to an invalid URL") from None
                     if url.scheme not in ("http", "https"):
                         raise _Refused("redirect to a non-http URL")
+                    if (url.scheme, url.host, url.port) != (
+                        previous.scheme, previous.host, previous.port
+                    ):
+                        # Credentials never follow a redirect to another origin.
+                        secret = {h.lower() for h in req.secret_headers} | _CREDENTIAL_HEADERS
+                        headers = {k: v for k, v in headers.items() if k.lower() not in secret}
                     if response.status_code == 303 or (
                         response.status_code in (301, 302) and method not in ("GET", "HEAD")
                     ):
@@ -209,6 +205,35 @@ class LogicActivities:
             finally:
                 await response.aclose()
         raise _Refused(f"more than {MAX_REDIRECTS} redirects")
+
+    async def _send_pinned(
+        self,
+        method: str,
+        url: httpx.URL,
+        addresses: list[Any],
+        headers: dict[str, str],
+        body: Any,
+        has_body: bool,
+    ) -> httpx.Response:
+        """Send to the checked addresses in turn (the next one only if connecting fails):
+        never the name again, so DNS rebinding between check and connect cannot slip in. The
+        Host header and the TLS server name (certificate check included) stay the real host."""
+        host_header = url.host if url.port is None else f"{url.host}:{url.port}"
+        last: httpx.ConnectError | None = None
+        for address in addresses:
+            request = self.http.build_request(
+                method,
+                url.copy_with(host=str(address)),
+                headers={**headers, "Host": host_header},
+                json=body if has_body else None,
+                extensions={"sni_hostname": url.host} if url.scheme == "https" else {},
+            )
+            try:
+                return await self.http.send(request, stream=True, follow_redirects=False)
+            except httpx.ConnectError as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         cap = self.settings.api_node_max_response_bytes

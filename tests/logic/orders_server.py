@@ -107,6 +107,10 @@ class OrdersServer:
         async def redirect_ok() -> Response:
             return RedirectResponse("/orders/123456", status_code=302)
 
+        @app.get("/redirect-to")
+        async def redirect_to(target: str) -> Response:
+            return RedirectResponse(target, status_code=307)
+
         @app.get("/redirect-loop")
         async def redirect_loop() -> Response:
             return RedirectResponse("/redirect-loop", status_code=302)

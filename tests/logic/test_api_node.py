@@ -275,3 +275,21 @@ async def test_httpx_logs_of_api_node_requests_hide_path_and_query(orders, caplo
     assert result.status == 200
     logged = " ".join(r.getMessage() for r in caplog.records if r.name == "httpx")
     assert "HTTP Request: GET" in logged and "123456" not in logged
+
+
+async def test_secrets_do_not_follow_a_redirect_to_another_origin(orders) -> None:
+    server, url = orders
+    other = url.replace("127.0.0.1", "[::ffff:127.0.0.1]")  # same server, another origin
+    same = await call(url + "/redirect-to?target=/echo",
+                      cfg={"secretHeaders": {"Authorization": "CRM"}},
+                      api_secrets={"CRM": SecretStr("Bearer abc")})
+    assert same.outcome == "success"
+    assert server.last["headers"].get("authorization") == "Bearer abc"
+    moved = await call(url + "/redirect-to?target=" + other + "/echo",
+                       cfg={"secretHeaders": {"Authorization": "CRM"},
+                            "headers": {"X-Trace": "1"}},
+                       api_secrets={"CRM": SecretStr("Bearer abc")},
+                       api_node_allowlist="127.0.0.1,::ffff:127.0.0.1")
+    assert moved.outcome == "success", moved.error
+    assert "authorization" not in server.last["headers"]
+    assert server.last["headers"]["x-trace"] == "1"
