@@ -16,6 +16,7 @@ import structlog
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.events import install as install_live_events
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.routes import include_routers
 from core.config import Settings, get_settings
@@ -105,4 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware)
     include_routers(app)
+    install_live_events(app)  # Socket.IO at /socket.io, fed from Redis pub/sub
     return app

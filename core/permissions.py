@@ -38,6 +38,8 @@ PERMISSION_DESCRIPTIONS: dict[str, str] = {
     "flows:edit": "edit flow drafts",
     "flows:publish": "publish or roll back a flow version",
     "analytics:view": "see dashboards and reports",
+    "analytics:export": "export call history as CSV",
+    "calls:live": "see live calls' state and variables (masked)",
     "audit:view": "read the audit log",
     "users:manage": "create, edit and disable users and their roles",
 }
@@ -62,6 +64,8 @@ _GRANTS: dict[Role, frozenset[str]] = {
             "flows:view",
             "flows:edit",
             "analytics:view",
+            "analytics:export",
+            "calls:live",
         }
     ),
     Role.admin: frozenset(

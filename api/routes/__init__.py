@@ -20,6 +20,8 @@ ROUTERS: tuple[str, ...] = (
     "api.routes.business_hours:router",
     "api.routes.agents:router",
     "api.routes.queues:router",
+    "api.routes.analytics:router",
+    "api.routes.calls:router",
     "api.carriers.exotel:router",
     "api.carriers.xml:router",
 )
