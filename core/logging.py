@@ -97,22 +97,3 @@ def configure_logging(settings: Settings) -> None:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
-
-
-def mask_phone(number: str | None) -> str | None:
-    """A phone number fit for logs: only the last 4 digits stay (`+********3210`)."""
-    if not number:
-        return number
-    digits = [c for c in number if c.isdigit()]
-    if len(digits) <= 4:
-        return "*" * len(number)
-    keep_from = len(digits) - 4
-    out: list[str] = []
-    seen = 0
-    for c in number:
-        if c.isdigit():
-            out.append(c if seen >= keep_from else "*")
-            seen += 1
-        else:
-            out.append(c)
-    return "".join(out)

@@ -11,7 +11,6 @@ from api_helpers import assert_error
 from fastapi import APIRouter, FastAPI
 
 from core.errors import Conflict, InvalidFlow, RateLimited
-from core.logging import mask_phone
 
 
 class ProbeExplosion(RuntimeError):
@@ -174,10 +173,3 @@ async def test_request_id_is_echoed_or_generated(
     assert access["method"] == "GET" and access["status"] == 200
     assert isinstance(access["duration_ms"], float) and access["user_id"] is not None
     assert "timestamp" in access and access["level"] == "info"
-
-
-def test_mask_phone_keeps_only_the_last_four_digits() -> None:
-    assert mask_phone("+919876543210") == "+********3210"
-    assert mask_phone("09876 543210") == "***** **3210"  # separators stay
-    assert mask_phone("1234") == "****"
-    assert mask_phone("") == "" and mask_phone(None) is None
