@@ -127,7 +127,7 @@ async def live_routing(store: RoutingStore, now_ms: int) -> dict[str, Any]:
                 oldest = arrival if oldest is None else min(oldest, arrival)
                 wait = round(max(0.0, (now_ms - arrival) / 1000), 1)
             per_queue[q] = (n, wait)
-    snaps = await store.snapshots() if await store.loaded() else []
+    snaps = await store.snapshots()  # rebuilds Redis from PostgreSQL if it lost its data
     available = sum(1 for s in snaps if s.status == "available" and s.free(now_ms))
     return {
         "calls_in_queue": size,
@@ -637,7 +637,7 @@ async def get_agent_performance(
     changes: dict[str, list[tuple[datetime, str | None]]] = {}
     for agent_id, at, status in await repo.status_changes(session, rng.end):
         changes.setdefault(agent_id, []).append((at, status))
-    live = {s.id: s for s in (await store.snapshots() if await store.loaded() else [])}
+    live = {s.id: s for s in await store.snapshots()}
     out = []
     window_end = min(rng.end, now)
     for a in await repo.agents(session):
