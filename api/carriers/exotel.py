@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.carriers import params as p
+from api.carriers.callback_status import route_callback_status
 from api.carriers.gateway import CallGateway, CallGatewayDep, CallOver, UnknownCall, deliver_end
 from core.errors import Conflict, Forbidden, NotFound
 from core.phone import mask
@@ -251,7 +252,7 @@ def _silence_for(request: Request, token: str) -> Silence:
 # --- routes --------------------------------------------------------------------------------------
 
 
-@router.api_route("/passthru", methods=["GET", "POST"])
+@p.each_method(router, "/passthru", ["GET", "POST"])
 async def exotel_passthru(request: Request, gateway: CallGatewayDep) -> Response:
     """Advance the call one turn; the body tells the Switch Case which applet runs next."""
     params = await p.read_params(request)
@@ -292,7 +293,7 @@ async def exotel_passthru(request: Request, gateway: CallGatewayDep) -> Response
     return response
 
 
-@router.api_route("/greeting", methods=["GET", "HEAD"])
+@p.each_method(router, "/greeting", ["GET", "HEAD"])
 async def exotel_greeting(request: Request, token: str, gateway: CallGatewayDep) -> Response:
     """Greeting applet: the pending prompts, one text or audio URL per line."""
     _, reply = await _pending(gateway, await p.read_params(request))
@@ -317,7 +318,7 @@ async def exotel_connect(request: Request, gateway: CallGatewayDep) -> JSONRespo
     return JSONResponse(connect_json(dial), headers=_NO_STORE)
 
 
-@router.api_route("/status", methods=["GET", "POST"])
+@p.each_method(router, "/status", ["GET", "POST"])
 async def exotel_status(request: Request, gateway: CallGatewayDep) -> JSONResponse:
     """Status callback (form or JSON): the call is over. Always a quick 200 once it parses."""
     params = await p.read_params(request)
@@ -335,12 +336,13 @@ async def exotel_status(request: Request, gateway: CallGatewayDep) -> JSONRespon
         custom_field=params.text("CustomField"),
         received_at_ms=int(time.time() * 1000),
     )
+    await route_callback_status(request, params)  # a callback's call: stored and routed too
     await deliver_end(gateway, event)
     log.info("exotel_status", call_sid=sid, status=event.call_status, caller=mask(event.caller))
     return JSONResponse({"received": True})
 
 
-@router.api_route("/silence/{seconds}.wav", methods=["GET", "HEAD"])
+@p.each_method(router, "/silence/{seconds}.wav", ["GET", "HEAD"])
 async def exotel_silence(
     request: Request, seconds: Annotated[int, Path(ge=1, le=MAX_SILENCE_S)]
 ) -> Response:

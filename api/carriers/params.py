@@ -13,11 +13,12 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import structlog
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
@@ -298,3 +299,23 @@ class CarrierRoute(APIRoute):
                 return error_response(unavailable.status, unavailable.code, unavailable.detail)
 
         return guarded
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def each_method(router: APIRouter, path: str, methods: Sequence[str]) -> Callable[[F], F]:
+    """Register a webhook under several HTTP methods as one route per method, so each gets
+    its own OpenAPI operation id (one route with several methods repeats its id)."""
+
+    def register(endpoint: F) -> F:
+        for method in methods:
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                operation_id=f"{endpoint.__name__}_{method.lower()}",
+            )
+        return endpoint
+
+    return register
