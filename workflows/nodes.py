@@ -108,8 +108,6 @@ class WelcomeHandler:
         port = "next"
         if _cfg(node, "check_business_hours", False):
             if _cfg(node, "business_hours_id") is not None:
-                from workflows.logic_nodes import welcome_with_schedule
-
                 return welcome_with_schedule(ctx, node)
             # No schedule named: as before schedules existed, the line counts as open unless
             # a variable says otherwise (calls recorded then replay unchanged).
@@ -216,7 +214,12 @@ class NotYetAvailableHandler:
 
 
 # Below the names it uses (Context, Step, prompt): routing_nodes imports them from here.
-from workflows.logic_nodes import ApiHandler, DecisionHandler, GatherHandler  # noqa: E402
+from workflows.logic_nodes import (  # noqa: E402
+    ApiHandler,
+    DecisionHandler,
+    GatherHandler,
+    welcome_with_schedule,
+)
 from workflows.routing_nodes import QueueHandler, TransferHandler  # noqa: E402
 
 _later = NotYetAvailableHandler()
