@@ -251,12 +251,15 @@ def validate_flow(
 
     # Logic nodes: regexes that could hang, type mismatches, API hosts and secrets.
     if api_allowlist is None or api_secret_known is None:
-        from core.config import get_settings
+        from core.config import Settings, get_settings
 
-        server = get_settings()
+        try:
+            server: Settings | None = get_settings()
+        except ValueError:  # no usable environment (a tool, not a server): strictest reading
+            server = None
         if api_allowlist is None:
-            api_allowlist = server.api_allowlist_entries
-        if api_secret_known is None:
+            api_allowlist = server.api_allowlist_entries if server is not None else []
+        if api_secret_known is None and server is not None:
             api_secret_known = lambda name: server.api_secret(name) is not None  # noqa: E731
     for node_id, field, code, message in logic_issues(
         nodes, api_allowlist=Allowlist.parse(api_allowlist), secret_known=api_secret_known
