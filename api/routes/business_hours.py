@@ -153,20 +153,31 @@ async def check_business_hours(
     _: Viewer,
     session: SessionDep,
     at: Annotated[
-        datetime | None,
-        Query(description="ISO 8601 instant with a UTC offset, e.g. 2026-01-26T10:00:00+05:30;"
-              " default now"),
+        str | None,
+        Query(max_length=64, description="ISO 8601 instant with a UTC offset, e.g. "
+              "2026-01-26T10:00:00+05:30 (an unencoded + arriving as a space is accepted); "
+              "default now"),
     ] = None,
 ) -> CheckOut:
     """Open or closed at `at` (default now), why, what callers hear, and the next opening."""
-    if at is None:
-        at = datetime.now(UTC)
-    elif at.tzinfo is None:
-        raise InvalidInput("query.at: give a UTC offset (e.g. +05:30 or Z)")
+    instant = _parse_at(at) if at is not None else datetime.now(UTC)
     row = await repo.get(session, schedule_id)
     try:
         schedule = schedule_from_row(row)
     except ValueError as exc:
         raise InvalidInput(f"stored schedule {schedule_id} is not valid: {exc}") from None
-    result = snapshot(row.id, schedule, at).check(at)
-    return CheckOut(**result.model_dump(by_alias=False), schedule_id=row.id, at=at)
+    result = snapshot(row.id, schedule, instant).check(instant)
+    return CheckOut(**result.model_dump(by_alias=False), schedule_id=row.id, at=instant)
+
+
+def _parse_at(text: str) -> datetime:
+    raw = text.strip()
+    if len(raw) > 19 and raw[-6] == " ":  # "…T10:00:00 05:30": a + lost in the query string
+        raw = f"{raw[:-6]}+{raw[-5:]}"
+    try:
+        instant = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"query.at: {text!r} is not an ISO 8601 date and time") from None
+    if instant.tzinfo is None:
+        raise InvalidInput("query.at: give a UTC offset (e.g. +05:30 or Z)")
+    return instant

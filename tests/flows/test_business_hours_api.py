@@ -63,6 +63,10 @@ async def test_crud_check_and_audit(client: httpx.AsyncClient, auth, db) -> None
                                   headers=auth("manager")), 422)
     assert_error(await client.get(f"{BASE}/{hid}/check", params={"at": "yesterday"},
                                   headers=auth("manager")), 422)
+    # An unencoded "+" arrives as a space: still read as the offset.
+    spaced = await client.get(f"{BASE}/{hid}/check?at=2026-01-26T11:00:00+05:30",
+                              headers=auth("manager"))
+    assert spaced.status_code == 200 and spaced.json()["reason"] == "holiday"
 
     changed = await client.put(f"{BASE}/{hid}", json=body("Mumbai office", timezone="UTC"),
                                headers=auth("admin"))
