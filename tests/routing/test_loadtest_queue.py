@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher, profiles
 from temporalio.worker import Worker
@@ -33,9 +35,12 @@ from api_helpers import serve
 async def stack(settings: Settings, temporal_client):
     security._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
     security.dummy_password_hash.cache_clear()
-    settings = settings.model_copy(update={
-        "temporal_task_queue": f"ltq-{uuid.uuid4().hex[:8]}", "call_grace_s": 3.0,
-    })
+    settings = settings.model_copy(
+        update={
+            "temporal_task_queue": f"ltq-{uuid.uuid4().hex[:8]}",
+            "call_grace_s": 3.0,
+        }
+    )
     engine = make_engine(settings.database_url, pool_size=4)
     sm = make_sessionmaker(engine)
     async with sm() as session:
@@ -43,11 +48,15 @@ async def stack(settings: Settings, temporal_client):
         await session.commit()
     redis = make_redis(settings.redis_url)
     worker = Worker(
-        with_data_converter(temporal_client), task_queue=settings.temporal_task_queue,
-        workflows=WORKFLOWS, workflow_runner=workflow_runner(),
-        activities=[*CallActivities(sm).all(),
-                    *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient()).all(),
-                    *RoutingActivities(sm, redis).all()],
+        with_data_converter(temporal_client),
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(),
+        activities=[
+            *CallActivities(sm).all(),
+            *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient()).all(),
+            *RoutingActivities(sm, redis).all(),
+        ],
     )
     async with worker, serve(create_app(settings)) as url:
         async with httpx.AsyncClient() as probe:
@@ -65,11 +74,23 @@ async def stack(settings: Settings, temporal_client):
 
 async def test_queue_scenario_reports_waits_service_level_abandons_and_polls(stack):
     url, settings = stack
-    shape = Shape(callers=10, agents=2, handle_s=40, patience_s=0, arrival_s=5,
-                  time_scale=0.02, service_level_s=20, seed=3)
+    shape = Shape(
+        callers=10,
+        agents=2,
+        handle_s=40,
+        patience_s=0,
+        arrival_s=5,
+        time_scale=0.02,
+        service_level_s=20,
+        seed=3,
+    )
     report = await run_queue_load(
-        url, settings.webhook_token.get_secret_value(), shape, username="admin",
-        password="admin123", called="+911140009876",
+        url,
+        settings.webhook_token.get_secret_value(),
+        shape,
+        username="admin",
+        password="admin123",
+        called="+911140009876",
     )
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}))
     assert report["errors"] == {}, report
@@ -80,3 +101,29 @@ async def test_queue_scenario_reports_waits_service_level_abandons_and_polls(sta
     assert report["waitS"]["avg"] is not None and report["serviceLevel"] is not None
     stats = report["queueStats"]
     assert stats["answered"] == 10 and stats["size"] == 0
+
+
+@pytest.mark.skipif(not os.environ.get("IVR_LTQ_BENCH"), reason="benchmark: set IVR_LTQ_BENCH")
+async def test_queue_benchmark(stack):
+    """IVR_LTQ_BENCH="callers,agents,handle_s,patience_s,time_scale,arrival_s": figures."""
+    url, settings = stack
+    callers, agents, handle, patience, scale, arrival = os.environ["IVR_LTQ_BENCH"].split(",")
+    shape = Shape(
+        callers=int(callers),
+        agents=int(agents),
+        handle_s=float(handle),
+        patience_s=float(patience),
+        arrival_s=float(arrival),
+        time_scale=float(scale),
+        service_level_s=20,
+        seed=7,
+    )
+    report = await run_queue_load(
+        url,
+        settings.webhook_token.get_secret_value(),
+        shape,
+        username="admin",
+        password="admin123",
+        called="+911140009877",
+    )
+    print("BENCH " + json.dumps(report))
