@@ -244,3 +244,12 @@ async def test_socket_io_refuses_without_a_valid_token(api_url, tokens) -> None:
         assert len(listener.got["room:error"]) == 3
     finally:
         await listener.close()
+
+
+def test_fast_mask_matches_the_parsing_mask() -> None:
+    from core.analytics import fast_mask
+    from core.phone import mask
+
+    for number in ("+919876543210", "+14155550123", "+442071838750", "+97143000000",
+                   "+8801711000000", "+12345", "+35312345678", "withheld", "+0123456789"):
+        assert fast_mask(number) == mask(number), number
