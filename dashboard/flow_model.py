@@ -241,7 +241,8 @@ def to_dot(doc: FlowDoc, problems: Iterable[Mapping[str, Any]] = ()) -> str:
 
 # --- streamlit-flow-component: the one conversion ---------------------------------------
 
-CANVAS_SCALE = 1.0
+# The canvas draws nodes wider than the graph's positions assume: spread them sideways.
+CANVAS_X_SCALE = 1.4
 
 
 def _edge_id(c: FlowConnection) -> str:
@@ -264,7 +265,7 @@ def to_canvas(doc: FlowDoc, problems: Iterable[Mapping[str, Any]] = ()) -> Strea
         nodes.append(
             StreamlitFlowNode(
                 id=n.id,
-                pos=(n.x * CANVAS_SCALE, n.y * CANVAS_SCALE),
+                pos=(n.x * CANVAS_X_SCALE, n.y),
                 data={"content": _content(n), "ivrType": n.type},
                 node_type="output" if n.type == "hangup" else
                 ("input" if n.type == "welcome" else "default"),
@@ -313,8 +314,8 @@ def from_canvas(
     ports = ports or {}
     on_canvas = {n.id: n for n in state.nodes}
     nodes = [
-        replace(n, x=float(on_canvas[n.id].position["x"]) / CANVAS_SCALE,
-                y=float(on_canvas[n.id].position["y"]) / CANVAS_SCALE)
+        replace(n, x=round(float(on_canvas[n.id].position["x"]) / CANVAS_X_SCALE, 1),
+                y=round(float(on_canvas[n.id].position["y"]), 1))
         for n in doc.nodes
         if n.id in on_canvas
     ]

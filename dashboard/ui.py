@@ -47,6 +47,13 @@ def header(title: str, caption: str | None = None) -> None:
     st.title(title)
     now = datetime.now(TZ).strftime("%d %b %Y, %H:%M")
     st.caption(f"{caption + ' · ' if caption else ''}Times in {TZ_LABEL} ({TZ_NAME}) · {now}")
+    for message in st.session_state.pop("flash", []):
+        st.success(message)
+
+
+def flash(message: str) -> None:
+    """A success message shown at the top of the page after the rerun that follows a change."""
+    st.session_state.setdefault("flash", []).append(message)
 
 
 def load(fn: Callable[[], T], *, what: str) -> T | None:

@@ -54,7 +54,7 @@ st.dataframe(
         {
             "id": f["id"],
             "name": f["name"],
-            "live version": f.get("liveVersion") or "draft only",
+            "live version": str(f.get("liveVersion") or "draft only"),
             "draft revision": f.get("draftRevision"),
             "nodes": f.get("nodeCount"),
             "default": "✓" if f.get("isDefault") else "",
@@ -133,7 +133,7 @@ with versions_tab:
                                            {"note": note} if note else None),
                           what="publish")
             if done:
-                st.success(f"Version {done['version']} is live.")
+                ui.flash(f"Version {done['version']} is live.")
                 st.rerun()
         older = [v["version"] for v in versions if not v.get("isLive")]
         if older:
@@ -145,8 +145,8 @@ with versions_tab:
                     what="roll back",
                 )
                 if done:
-                    st.success(f"Version {done['version']} is live again; calls in progress "
-                               "keep the version they started on.")
+                    ui.flash(f"Version {done['version']} is live again; calls in progress "
+                             "keep the version they started on.")
                     st.rerun()
     else:
         st.caption("Publishing and rollback need an admin.")

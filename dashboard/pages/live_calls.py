@@ -58,7 +58,7 @@ def rows(calls: list[dict[str, Any]], details: dict[str, dict[str, Any]],
 
 
 ui.header("Live calls", "Calls in progress now")
-stuck_s = st.number_input("Flag as stuck after no progress for (s)", min_value=10,
+stuck_s = st.number_input("Flag as stuck after no progress for (s)", min_value=1,
                           max_value=3600, value=120, step=10, key="stuck_s")
 
 

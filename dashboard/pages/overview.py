@@ -24,9 +24,9 @@ def kpis(d: dict[str, Any]) -> list[tuple[str, str, str, float | None]]:
          d.get("avgCallDuration")),
         ("successRate", "Success rate (%)", ui.fmt_pct(d.get("successRate")),
          d.get("successRate")),
-        ("serviceLevel", "Service level (%)", ui.fmt_pct(d.get("serviceLevel")),
+        ("serviceLevel", "Service level in queue (%)", ui.fmt_pct(d.get("serviceLevel")),
          d.get("serviceLevel")),
-        ("abandonRate", "Abandon rate (%)", ui.fmt_pct(d.get("abandonRate")),
+        ("abandonRate", "Abandoned in queue (%)", ui.fmt_pct(d.get("abandonRate")),
          d.get("abandonRate")),
         ("avgSpeedOfAnswer", "Avg speed of answer (s)",
          "—" if d.get("avgSpeedOfAnswer") is None else f"{d['avgSpeedOfAnswer']:.0f} s",
@@ -88,8 +88,10 @@ def live_section(wall: bool) -> None:
             st.info("No calls today yet. Place a test call with `ivr call` to see flows here.")
     with right:
         queues = ui.load(lambda: api.items("/api/queues"), what="queues")
-        if queues:
+        if queues and any(int(q.get("waiting") or 0) for q in queues):
             st.plotly_chart(charts.queue_sizes(queues), key="queue_sizes")
+        elif queues:
+            st.success(f"Nobody is waiting in any of the {len(queues)} queues.")
         elif queues is not None:
             st.info("No queues yet. Create one on the Queues page.")
 

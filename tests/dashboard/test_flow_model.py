@@ -71,7 +71,7 @@ def test_canvas_round_trip_is_lossless():
 def test_canvas_moves_deletes_and_new_edges_need_a_port():
     doc = FlowDoc.from_api(API_FLOW)
     state = to_canvas(doc)
-    state.nodes[0].position = {"x": 40.0, "y": -10.0}  # dragged
+    state.nodes[0].position = {"x": 56.0, "y": -10.0}  # dragged (the canvas is 1.4x wider)
     state.nodes = [n for n in state.nodes if n.id != "bye"]  # deleted on the canvas
     state.edges.append(StreamlitFlowEdge("reactflow__edge-menu-welcome", "menu", "welcome"))
     back, unlabelled = from_canvas(doc, state)

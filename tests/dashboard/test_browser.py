@@ -1,0 +1,116 @@
+"""One real browser: Debian's Chromium driven by Playwright signs in to the running dashboard
+(`streamlit run`), opens the overview and a flow's graph, and saves screenshots for the README."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = shutil.which("chromium")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no `chromium` on PATH (Debian: apt-get install chromium; .ci/run does this)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(backend) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "IVR_API_URL": backend.url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+         "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_sign_in_overview_and_flow_graph_in_chromium(dashboard_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(dashboard_url, wait_until="networkidle")
+            page.get_by_role("textbox", name="Username").fill("admin")
+            page.get_by_role("textbox", name="Password").fill("admin123")
+            page.get_by_role("button", name="Sign in").click()
+
+            expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Calls today")).to_be_visible(timeout=30_000)
+            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1500)  # let the charts finish drawing
+            page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+            page.get_by_text("Wallboard mode").click()
+            expect(page.locator(".wb-tile").first).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SHOTS / "wallboard.png"))
+            page.get_by_text("Wallboard mode").click()
+
+            page.get_by_role("link", name="Flows").click()
+            expect(page.get_by_role("heading", name="Flows")).to_be_visible(timeout=30_000)
+            graph = page.locator("[data-testid='stGraphVizChart'] svg").first
+            expect(graph).to_be_visible(timeout=30_000)
+            assert graph.locator("g.node").count() >= 17  # the seeded flow's nodes, drawn
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SHOTS / "flow-graph.png"), full_page=True)
+
+            page.get_by_role("link", name="Flow editor").click()
+            expect(page.get_by_role("heading", name="Flow editor")).to_be_visible(
+                timeout=30_000)
+            canvas = page.frame_locator("iframe").first.locator(".react-flow__node").first
+            expect(canvas).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(SHOTS / "flow-editor.png"), full_page=True)
+        finally:
+            browser.close()
+    for name in ("overview.png", "wallboard.png", "flow-graph.png", "flow-editor.png"):
+        assert (SHOTS / name).stat().st_size > 10_000, name
