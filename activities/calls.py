@@ -18,6 +18,8 @@ from core.repositories import executions
 
 log = structlog.get_logger(__name__)
 
+_Ids = tuple[int, int | None, str | None]  # execution id, flow id, flow name
+
 
 class CallActivities:
     def __init__(
@@ -30,27 +32,25 @@ class CallActivities:
         self.sessionmaker = sessionmaker
         self._publisher = publisher
         self._publisher_resolved = publisher is not None
-        self._flow_names: dict[int, str | None] = {}
 
     @activity.defn(name="record_node_visits")
     async def record_node_visits(self, rec: VisitsRecord) -> None:
         async with self.sessionmaker.begin() as session:
             await executions.record_visits(session, rec)
             ids = await self._ids(session, rec.call_sid) if self.publisher else None
-            name = await self._flow_name(session, rec.started) if ids else None
         if ids is not None:
-            await self._announce_visits(ids, rec.call_sid, rec.visits, rec.started, name)
+            written = "first_turn" if rec.started is not None else "batch"
+            await self._announce_visits(ids, rec.call_sid, rec.visits, rec.started, written)
 
     @activity.defn(name="finalize_call")
     async def finalize_call(self, rec: CallFinalRecord) -> bool:
         async with self.sessionmaker.begin() as session:
             written = await executions.finalize(session, rec)
             ids = await self._ids(session, rec.call_sid) if self.publisher else None
-            name = await self._flow_name(session, rec.started) if ids else None
         log.info("call_finalized", call_sid=rec.call_sid, status=rec.status, reason=rec.reason,
                  first_write=written)
         if ids is not None:
-            await self._announce_visits(ids, rec.call_sid, rec.visits, rec.started, name)
+            await self._announce_visits(ids, rec.call_sid, rec.visits, rec.started, "end")
             flow_id = ids[1]
             await self.publisher.publish(  # type: ignore[union-attr]
                 "call:completed",
@@ -75,39 +75,29 @@ class CallActivities:
         return self._publisher
 
     @staticmethod
-    async def _ids(session: AsyncSession, call_sid: str) -> tuple[int, int | None] | None:
+    async def _ids(session: AsyncSession, call_sid: str) -> _Ids | None:
+        """The execution's id, flow id and flow name (one indexed lookup)."""
         row = (
             await session.execute(
-                select(FlowExecution.id, FlowExecution.flow_id).where(
-                    FlowExecution.call_sid == call_sid
-                )
+                select(FlowExecution.id, FlowExecution.flow_id, Flow.name)
+                .outerjoin(Flow, Flow.id == FlowExecution.flow_id)
+                .where(FlowExecution.call_sid == call_sid)
             )
         ).first()
-        return (int(row[0]), row[1]) if row is not None else None
-
-    async def _flow_name(
-        self, session: AsyncSession, started: CallStartedRecord | None
-    ) -> str | None:
-        if started is None or started.flow_id is None:
-            return None
-        if started.flow_id not in self._flow_names:
-            self._flow_names[started.flow_id] = await session.scalar(
-                select(Flow.name).where(Flow.id == started.flow_id)
-            )
-        return self._flow_names[started.flow_id]
+        return (int(row[0]), row[1], row[2]) if row is not None else None
 
     async def _announce_visits(
         self,
-        ids: tuple[int, int | None],
+        ids: _Ids,
         call_sid: str,
         visits: list[NodeVisit],
         started: CallStartedRecord | None,
-        flow_name: str | None,
+        written: str,
     ) -> None:
         publisher = self.publisher
         if publisher is None:
             return
-        execution_id, flow_id = ids
+        execution_id, flow_id, flow_name = ids
         if started is not None:
             await publisher.publish(
                 "call:started",
@@ -128,7 +118,7 @@ class CallActivities:
                 room,
                 events.flow_execution(execution_id=execution_id, call_sid=call_sid,
                                       node_id=v.node_id, node_name=v.node_name,
-                                      node_type=v.node_type, seq=v.seq),
+                                      node_type=v.node_type, seq=v.seq, written=written),
                 v.entered_at,
             )
             for v in sorted(visits, key=lambda v: v.seq)

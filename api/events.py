@@ -205,6 +205,7 @@ class LiveEvents:
         if channel == events.EVENTS_CHANNEL:
             name, room, data = body["event"], body["room"], dict(body["data"])
             data.setdefault("at", body.get("at"))
+            data.setdefault("sent", body.get("sent"))
             if name == "call:started":
                 CALLS_STARTED.labels(flow=str(data.get("flowId"))).inc()
             elif name == "call:completed":

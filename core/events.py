@@ -12,8 +12,9 @@ that triggered an event (the database stays the record; the dashboard refreshes 
 `call:started` and `call:completed` are published through a SET NX guard, so a retried
 activity never announces the same call twice.
 
-Every envelope carries `at` (ms since the epoch: when the workflow step happened) so a client
-can measure delivery latency (bench/event_latency.py does).
+Every envelope carries `at` (ms since the epoch: when the workflow step happened) and `sent`
+(when it was published) so a client can measure delivery latency and split it into the
+write path and the Redis → Socket.IO path (bench/event_latency.py does).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def epoch_ms(at: datetime | None = None) -> int:
 
 def envelope(event: str, room: str, data: dict[str, Any], at: datetime | None = None) -> str:
     return json.dumps(
-        {"event": event, "room": room, "data": data, "at": epoch_ms(at)},
+        {"event": event, "room": room, "data": data, "at": epoch_ms(at), "sent": epoch_ms()},
         separators=(",", ":"),
         default=str,
     )
@@ -84,10 +85,12 @@ def call_completed(
 
 def flow_execution(
     *, execution_id: int, call_sid: str, node_id: str | None, node_name: str | None,
-    node_type: str | None = None, seq: int | None = None,
+    node_type: str | None = None, seq: int | None = None, written: str | None = None,
 ) -> dict[str, Any]:
+    """`flow:execution`; `seq` orders a call's visits (a visit re-sent to close it repeats its
+    seq) and `written` says which write carried it: first_turn, batch or end."""
     return {"executionId": execution_id, "callSid": call_sid, "currentNodeId": node_id,
-            "nodeName": node_name, "nodeType": node_type, "seq": seq}
+            "nodeName": node_name, "nodeType": node_type, "seq": seq, "written": written}
 
 
 class EventPublisher:

@@ -26,14 +26,16 @@ GENERATE = text(
     INSERT INTO flow_executions (call_sid, workflow_id, flow_id, flow_version, carrier,
         direction, caller, called, status, started_at, ended_at, duration_s, path,
         recording_url, queue_id, queue_wait_s)
-    SELECT 'm' || g, 'call-m' || g, CASE WHEN g % 4 = 0 THEN CAST(:other AS int) ELSE CAST(:flow AS int) END, 1,
+    SELECT 'm' || g, 'call-m' || g,
+        CASE WHEN g % 4 = 0 THEN CAST(:other AS int) ELSE CAST(:flow AS int) END, 1,
         'exotel', 'inbound', '+9198' || lpad((g % 100000)::text, 8, '0'), '+911140000000',
         CASE WHEN g <= 20 THEN 'in_progress'
              ELSE (ARRAY['completed','completed','completed','abandoned','failed'])[1 + g % 5]
         END,
         now() - make_interval(secs => g * CAST(:spacing AS int)),
         CASE WHEN g <= 20 THEN NULL
-             ELSE now() - make_interval(secs => g * CAST(:spacing AS int)) + make_interval(secs => g % 300)
+             ELSE now() - make_interval(secs => g * CAST(:spacing AS int))
+                  + make_interval(secs => g % 300)
         END,
         CASE WHEN g <= 20 THEN NULL ELSE (g % 300)::float END,
         '["welcome", "main_menu", "tech_info"]'::jsonb,
