@@ -173,10 +173,19 @@ def csv_safe(value: Any) -> Any:
 
 # --- masking -----------------------------------------------------------------------------------
 
-_SENSITIVE_NAME = re.compile(
-    r"(pin|pass|otp|cvv|cvc|card|account|acct|secret|token|aadha?ar|pan|ssn|dob|birth|iban)",
-    re.IGNORECASE,
-)
+# Words of a variable's name (snake_case or camelCase) that mark its value as sensitive.
+_SENSITIVE_WORDS = frozenset({
+    "pin", "mpin", "otp", "cvv", "cvc", "card", "account", "acct", "secret", "token",
+    "password", "passwd", "passcode", "aadhaar", "aadhar", "pan", "ssn", "dob", "birth",
+    "iban", "ifsc", "upi",
+})
+
+
+def _sensitive_name(name: str) -> bool:
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)
+    return any(w.lower() in _SENSITIVE_WORDS for w in words)
+
+
 _PHONE_LIKE = re.compile(r"^\+?\d[\d \-]{7,}$")
 
 
@@ -186,7 +195,7 @@ def mask_variables(variables: dict[str, Any], *, reveal_numbers: bool) -> dict[s
     `reveal_numbers` (admins). Gather inputs marked sensitive already arrive masked."""
     out: dict[str, Any] = {}
     for key, value in variables.items():
-        if _SENSITIVE_NAME.search(key):
+        if _sensitive_name(key):
             out[key] = "****" if value not in (None, "") else value
         elif isinstance(value, dict):
             out[key] = mask_variables(value, reveal_numbers=reveal_numbers)
