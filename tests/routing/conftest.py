@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher, profiles
 
+from core import security
 from core.routing.model import AgentSnapshot
 from core.routing.store import AgentConfig, LiveAgent, QueueRouting, RoutingData, RoutingStore
 
@@ -83,3 +86,13 @@ async def store(redis_client: aioredis.Redis, memory: Memory) -> RoutingStore:
     s = RoutingStore(redis_client, loader=memory.load, mirror=memory.mirror)
     await s.rebuild()
     return s
+
+
+@pytest.fixture(scope="module")
+def cheap_hashing() -> Iterator[None]:
+    """Argon2 at its cheapest while a module's API runs (as tests/api does), restored after."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", PasswordHasher.from_parameters(profiles.CHEAPEST))
+        security.dummy_password_hash.cache_clear()
+        yield
+    security.dummy_password_hash.cache_clear()

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from argon2 import PasswordHasher, profiles
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
@@ -19,7 +18,6 @@ from activities.carrier import CarrierActivities
 from activities.routing import RoutingActivities
 from api.main import create_app
 from cli.loadtest_queue import Shape, run_queue_load
-from core import security
 from core.config import Env, Settings
 from core.db.session import make_engine, make_sessionmaker
 from core.redis import make_redis
@@ -32,9 +30,7 @@ from api_helpers import serve
 
 
 @pytest_asyncio.fixture(scope="module")
-async def stack(settings: Settings, temporal_client):
-    security._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
-    security.dummy_password_hash.cache_clear()
+async def stack(settings: Settings, cheap_hashing: None, temporal_client):
     settings = settings.model_copy(
         update={
             "temporal_task_queue": f"ltq-{uuid.uuid4().hex[:8]}",

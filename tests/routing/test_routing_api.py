@@ -8,11 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest_asyncio
-from argon2 import PasswordHasher, profiles
 from sqlalchemy import select
 
 from api.main import create_app
-from core import security
 from core.config import Settings
 from core.db.models import User
 from core.db.session import make_engine, make_sessionmaker
@@ -25,9 +23,9 @@ from api_helpers import PASSWORDS, login, serve
 
 
 @pytest_asyncio.fixture(scope="module")
-async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
-    security._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
-    security.dummy_password_hash.cache_clear()
+async def api(
+    settings: Settings, cheap_hashing: None
+) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
     engine = make_engine(settings.database_url, pool_size=1)
     async with make_sessionmaker(engine)() as session:
         await seed_users(session, settings)
