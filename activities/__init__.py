@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.callbacks import CallbackActivities
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
 from activities.logic import LogicActivities
@@ -55,5 +56,6 @@ def _activities(
         *CallActivities(sessionmaker).all(),
         *CarrierActivities(settings, http, redis).all(),
         *LogicActivities(settings, sessionmaker, http).all(),
+        *CallbackActivities(settings, sessionmaker, http).all(),
         *(RoutingActivities(sessionmaker, redis).all() if redis is not None else []),
     ]

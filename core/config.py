@@ -91,6 +91,24 @@ class Settings(BaseSettings):
     # Overrides the region's base URL (a proxy, or the fake Exotel in tests).
     exotel_api_base: str = ""
     twilio_auth_token: SecretStr | None = None
+    # Outbound calls and SMS (callbacks): the Exotel app a callback call runs (its `Url` is
+    # http://my.exotel.com/{sid}/exoml/start_voice/{app_id}), the ExoPhone shown to the person
+    # called, and the SMS sender with India's DLT registration (entity and template ids).
+    exotel_app_id: str = ""
+    exotel_caller_id: str = ""
+    exotel_sms_sender: str = ""
+    exotel_dlt_entity_id: str = ""
+    exotel_dlt_template_id: str = ""
+    # Ring time per leg and the longest a callback call may last (Exotel caps it at 4 hours).
+    callback_ring_timeout_s: int = Field(default=30, ge=5, le=120)
+    callback_time_limit_s: int = Field(default=1800, ge=60, le=14400)
+    # How late a callback call's status callback may come before Exotel is asked directly.
+    callback_status_grace_s: int = Field(default=120, ge=1, le=3600)
+    # "We will call you back at {time}": sent when a callback is scheduled, if SMS is set up.
+    callback_sms_template: str = "We will call you back at {time}."
+    sms_voicemail_template: str = "Thank you for your message. We will get back to you soon."
+    sms_missed_call_template: str = "Sorry we missed your call. We will call you back shortly."
+    callback_sms_timezone: str = "Asia/Kolkata"
 
     # Webhook reply budget: past it the adapter answers a safe holding reply.
     webhook_budget_ms: int = Field(default=2000, ge=100, validation_alias="IVR_WEBHOOK_BUDGET_MS")

@@ -50,8 +50,6 @@ _GRANTS: dict[Role, frozenset[str]] = {
     Role.agent: frozenset(
         {
             "calls:view",
-            "callbacks:view",
-            "callbacks:schedule",
             "agents:view",
             "agents:status:own",
             "queues:view",
@@ -60,6 +58,9 @@ _GRANTS: dict[Role, frozenset[str]] = {
     Role.manager: frozenset(
         {
             "agents:status:any",
+            # Callbacks are scheduled and followed by managers and above.
+            "callbacks:view",
+            "callbacks:schedule",
             "business_hours:view",
             "flows:view",
             "flows:edit",

@@ -10,8 +10,9 @@ from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workflows.call import CallWorkflow
+from workflows.callback import CallbackWorkflow
 
-WORKFLOWS: list[type] = [CallWorkflow]
+WORKFLOWS: list[type] = [CallWorkflow, CallbackWorkflow]
 
 # Pure, deterministic libraries the workflows use, loaded once outside the sandbox instead of
 # re-imported per workflow run (Jinja2 also builds caches guarded by locks at first use).

@@ -20,9 +20,11 @@ ROUTERS: tuple[str, ...] = (
     "api.routes.business_hours:router",
     "api.routes.agents:router",
     "api.routes.queues:router",
+    "api.routes.callbacks:router",
     "api.routes.analytics:router",
     "api.routes.calls:router",
     "api.carriers.exotel:router",
+    "api.carriers.exotel_sms:router",
     "api.carriers.xml:router",
 )
 

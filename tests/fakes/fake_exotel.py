@@ -1,18 +1,81 @@
-"""A fake Exotel REST API on a real local HTTP server (the callbacks issue extends it).
+"""A fake Exotel REST API on a real local HTTP server, with Exotel's shapes and errors.
 
-Answers `GET /v1/Accounts/{sid}/Calls/{CallSid}.json` with Exotel's shapes: the statuses a
-test scripts per call (served in order, the last one repeated), 404 `RestException` for an
-unknown call, 401 for wrong credentials, and scripted 429s.
+- `GET /v1/Accounts/{sid}/Calls/{CallSid}.json`: call details. Statuses a test scripts per call
+  (`statuses`, served in order, the last one repeated) come first; calls this fake placed
+  answer with their own state; anything else is a 404 `RestException`.
+- `GET /v1/Accounts/{sid}/Calls.json`: bulk call details filtered by `DateCreated`
+  (`gte:…;lte:…`), `From`, `To`; like Exotel, calls still in progress are left out.
+- `POST /v1/Accounts/{sid}/Calls/connect.json`: places a simulated call. With `Url` (a flow),
+  the customer (`From`) is rung and, if `passthru_url` is set, the call is driven into our own
+  Exotel webhooks (`Direction=outbound-api`, `CustomField`); with `To`, `From` (the agent) is
+  rung first, then bridged. When the call ends (after `call_duration_s`) the `StatusCallback`
+  is posted (JSON when asked, form data otherwise), `status_callback_copies` times.
+  The outcome per customer number comes from `outcomes` (in order, last repeated; default
+  "completed"): completed, no-answer, busy, failed.
+- `POST /v1/Accounts/{sid}/Sms/send.json`: records the SMS and answers `SMSMessage`; posts the
+  delivery report to `StatusCallback` when `sms_report_status` is set.
+- 401 for wrong credentials; `throttle_next` answers that many requests (any endpoint) with a
+  429 first; `throttle_connect` only creates; `fail_after_place` answers that many creates with
+  a 500 *after* placing the call (Exotel failed to answer, the call exists);
+  `connect_delay_s` holds a create's answer (the call already placed) that long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import itertools
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+IST = ZoneInfo("Asia/Kolkata")
+_FMT = "%Y-%m-%d %H:%M:%S"
+_TERMINAL = ("completed", "no-answer", "busy", "failed", "canceled")
+
+
+@dataclass
+class FakeCall:
+    sid: str
+    form: dict[str, str]
+    outcome: str
+    created_at: datetime
+    status: str = "in-progress"
+    ended_at: datetime | None = None
+    passthru: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def customer(self) -> str:
+        return self.form.get("To") or self.form.get("From", "")
+
+    def details(self) -> dict[str, Any]:
+        talk = 42 if self.status == "completed" else 0
+        return {
+            "Sid": self.sid,
+            "ParentCallSid": None,
+            "DateCreated": self.created_at.astimezone(IST).strftime(_FMT),
+            "DateUpdated": (self.ended_at or self.created_at).astimezone(IST).strftime(_FMT),
+            "AccountSid": "fakeacct",
+            "To": self.form.get("To") or self.form.get("CallerId"),
+            "From": self.form.get("From"),
+            "PhoneNumberSid": self.form.get("CallerId"),
+            "Status": self.status,
+            "StartTime": self.created_at.astimezone(IST).strftime(_FMT),
+            "EndTime": (self.ended_at or self.created_at).astimezone(IST).strftime(_FMT),
+            "Duration": str(talk + 10),
+            "Direction": "outbound-api",
+            "CustomField": self.form.get("CustomField"),
+            "RecordingUrl": None,
+            "Details": {"ConversationDuration": talk},
+        }
 
 
 @dataclass
@@ -22,24 +85,161 @@ class FakeExotel:
     api_token: str = "fake-token"
     statuses: dict[str, list[str]] = field(default_factory=dict)
     throttle_next: int = 0  # answer this many requests with 429 first
+    throttle_connect: int = 0  # answer this many creates with 429 first
+    fail_after_place: int = 0  # answer this many creates with 500 after placing the call
+    connect_delay_s: float = 0.0
+    call_duration_s: float = 0.2
+    outcomes: dict[str, list[str]] = field(default_factory=dict)
+    passthru_url: str | None = None
+    status_callback_copies: int = 1
+    list_custom_field: bool = True  # whether the bulk list shows each call's CustomField
+    sms_report_status: str | None = "sent"
     requests: list[str] = field(default_factory=list)
+    connects: list[dict[str, str]] = field(default_factory=list)
+    sms: list[dict[str, str]] = field(default_factory=list)
+    status_posts: list[tuple[str, int]] = field(default_factory=list)
+    calls: dict[str, FakeCall] = field(default_factory=dict)
     _served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _outcome_index: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def placed_for(self, custom_field_prefix: str) -> list[dict[str, str]]:
+        """The create requests whose CustomField starts with this (e.g. `cb:7:`)."""
+        prefix = custom_field_prefix
+        return [c for c in self.connects if c.get("CustomField", "").startswith(prefix)]
+
+    def _authorised(self, request: Request, sid: str) -> bool:
+        expected = base64.b64encode(f"{self.api_key}:{self.api_token}".encode()).decode()
+        return request.headers.get("authorization") == f"Basic {expected}" and sid == self.sid
+
+    def _throttled(self) -> bool:
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            return True
+        return False
+
+    def _next_outcome(self, number: str) -> str:
+        script = self.outcomes.get(number)
+        if not script:
+            return "completed"
+        index = min(self._outcome_index[number], len(script) - 1)
+        self._outcome_index[number] += 1
+        return script[index]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_call(self, call: FakeCall) -> None:
+        """Ring, maybe drive our webhooks, end, then post the status callback."""
+        await asyncio.sleep(self.call_duration_s)
+        async with httpx.AsyncClient(timeout=10) as http:
+            if self.passthru_url and "Url" in call.form and call.outcome == "completed":
+                params = {
+                    "CallSid": call.sid,
+                    "CallFrom": call.form["From"],
+                    "CallTo": call.form.get("CallerId", ""),
+                    "Direction": "outbound-api",
+                    "CustomField": call.form.get("CustomField", ""),
+                    "CurrentTime": datetime.now(IST).strftime(_FMT),
+                    "CallStatus": "in-progress",
+                }
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await http.get(self.passthru_url, params=params)
+                    call.passthru.append({"status": response.status_code, "body": response.text})
+            call.status = call.outcome
+            call.ended_at = datetime.now(IST)
+            url = call.form.get("StatusCallback")
+            if not url:
+                return
+            body = call.details()
+            talk = body["Details"]["ConversationDuration"]
+            payload = {
+                "CallSid": call.sid,
+                "EventType": "terminal",
+                "Status": call.status,
+                "To": body["To"],
+                "From": body["From"],
+                "Direction": "outbound-api",
+                "DateCreated": body["DateCreated"],
+                "DateUpdated": body["DateUpdated"],
+                "StartTime": body["StartTime"],
+                "EndTime": body["EndTime"],
+                "ConversationDuration": talk,
+                "RecordingUrl": None,
+                "CustomField": call.form.get("CustomField"),
+                "Legs": [{"Status": call.status, "OnCallDuration": talk}],
+            }
+            as_json = call.form.get("StatusCallbackContentType") == "application/json"
+            for _ in range(self.status_callback_copies):
+                try:
+                    if as_json:
+                        response = await http.post(url, json=payload)
+                    else:
+                        form = {k: str(v) for k, v in payload.items()
+                                if v is not None and not isinstance(v, list)}
+                        response = await http.post(url, data=form)
+                    self.status_posts.append((url, response.status_code))
+                except httpx.HTTPError:
+                    self.status_posts.append((url, 0))
+
+    async def _report_sms(self, url: str, sms: dict[str, str], sid: str) -> None:
+        await asyncio.sleep(0.05)
+        form = {"SmsSid": sid, "To": sms["To"], "Status": self.sms_report_status or "sent",
+                "SmsUnits": "1", "DetailedStatus": "DELIVERED_TO_HANDSET",
+                "DetailedStatusCode": "20005",
+                "DateSent": datetime.now(IST).strftime(_FMT)}
+        if sms.get("CustomField"):
+            form["CustomField"] = sms["CustomField"]
+        async with httpx.AsyncClient(timeout=10) as http:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(url, data=form)
 
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.get("/v1/Accounts/{sid}/Calls.json")
+        async def bulk_calls(sid: str, request: Request) -> JSONResponse:
+            self.requests.append("Calls.json")
+            if not self._authorised(request, sid):
+                return _error(401, "Authentication is required to view this resource.")
+            if self._throttled():
+                return _error(429, "Too many requests")
+            q = request.query_params
+            low, high = _range(q.get("DateCreated"))
+            found = []
+            for call in sorted(self.calls.values(), key=lambda c: c.created_at, reverse=True):
+                if call.status not in _TERMINAL:
+                    continue  # Exotel's bulk list leaves ongoing calls out
+                if (low and call.created_at < low) or (high and call.created_at > high):
+                    continue
+                if q.get("From") and call.form.get("From") not in q["From"].split(","):
+                    continue
+                if q.get("To") and call.form.get("To") not in q["To"].split(","):
+                    continue
+                record = call.details()
+                if not self.list_custom_field:
+                    record.pop("CustomField")
+                found.append(record)
+            size = int(q.get("PageSize") or 50)
+            return JSONResponse({"Metadata": {"Total": len(found), "PageSize": size},
+                                 "Calls": found[:size]})
 
         @app.get("/v1/Accounts/{sid}/Calls/{call_file}")
         async def call_details(sid: str, call_file: str, request: Request) -> JSONResponse:
             call_sid = call_file.removesuffix(".json")
             self.requests.append(call_sid)
-            expected = base64.b64encode(f"{self.api_key}:{self.api_token}".encode()).decode()
-            if request.headers.get("authorization") != f"Basic {expected}" or sid != self.sid:
+            if not self._authorised(request, sid):
                 return _error(401, "Authentication is required to view this resource.")
-            if self.throttle_next > 0:
-                self.throttle_next -= 1
+            if self._throttled():
                 return _error(429, "Too many requests")
             script = self.statuses.get(call_sid)
             if not script:
+                placed = self.calls.get(call_sid)
+                if placed is not None:
+                    return JSONResponse({"Call": placed.details()})
                 return _error(404, f"Call {call_sid} not found")
             index = min(self._served[call_sid], len(script) - 1)
             self._served[call_sid] += 1
@@ -48,7 +248,78 @@ class FakeExotel:
                           "StartTime": "2026-11-28 10:00:00", "EndTime": "2026-11-28 10:00:42"}}
             )
 
+        @app.post("/v1/Accounts/{sid}/Calls/connect.json")
+        async def connect(sid: str, request: Request) -> JSONResponse:
+            self.requests.append("connect")
+            if not self._authorised(request, sid):
+                return _error(401, "Authentication is required to view this resource.")
+            if self._throttled():
+                return _error(429, "Too many requests")
+            if self.throttle_connect > 0:
+                self.throttle_connect -= 1
+                return _error(429, "Too many requests")
+            form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+            if not form.get("From") or not form.get("CallerId"):
+                return _error(400, "From and CallerId are mandatory")
+            if bool(form.get("To")) == bool(form.get("Url")):
+                return _error(400, "Give To (connect two numbers) or Url (connect to a flow)")
+            if not form["From"].lstrip("+").isdigit():
+                return _error(400, f"Invalid From number {form['From']}")
+            self.connects.append(form)
+            call_sid = f"fake{next(self._seq):04d}{uuid.uuid4().hex[:20]}"
+            customer = form.get("To") or form["From"]
+            call = FakeCall(call_sid, form, self._next_outcome(customer), datetime.now(IST))
+            self.calls[call_sid] = call
+            self._spawn(self._run_call(call))
+            if self.connect_delay_s:
+                await asyncio.sleep(self.connect_delay_s)
+            if self.fail_after_place > 0:
+                self.fail_after_place -= 1
+                return _error(500, "Internal Server Error")
+            return JSONResponse({"Call": {
+                "Sid": call_sid, "Status": "in-progress",
+                "DateCreated": call.created_at.strftime(_FMT), "From": form["From"],
+                "To": form.get("To") or form["CallerId"], "Direction": "outbound-api",
+            }})
+
+        @app.post("/v1/Accounts/{sid}/Sms/send.json")
+        async def send_sms(sid: str, request: Request) -> JSONResponse:
+            self.requests.append("sms")
+            if not self._authorised(request, sid):
+                return _error(401, "Authentication is required to view this resource.")
+            if self._throttled():
+                return _error(429, "Too many requests")
+            form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+            if not form.get("From") or not form.get("To") or not form.get("Body"):
+                return _error(400, "Invalid Parameters")
+            if len(form["Body"]) > 2000:
+                return _error(400, "Body is longer than 2000 characters")
+            self.sms.append(form)
+            sms_sid = f"sms{next(self._seq):04d}{uuid.uuid4().hex[:20]}"
+            if form.get("StatusCallback") and self.sms_report_status:
+                self._spawn(self._report_sms(form["StatusCallback"], form, sms_sid))
+            return JSONResponse({"SMSMessage": {
+                "Sid": sms_sid, "Status": "queued", "To": form["To"], "From": form["From"],
+                "Body": form["Body"], "DetailedStatus": "PENDING_TO_OPERATOR",
+                "DateCreated": datetime.now(IST).strftime(_FMT),
+            }})
+
         return app
+
+
+def _range(value: str | None) -> tuple[datetime | None, datetime | None]:
+    low = high = None
+    for part in (value or "").split(";"):
+        op, _, when = part.partition(":")
+        with contextlib.suppress(ValueError):
+            at = datetime.strptime(when.strip(), _FMT).replace(tzinfo=IST)
+            if op == "gte":
+                low = at
+            elif op == "lte":
+                high = at
+    if low and high and high < low:
+        high = low + timedelta(days=1)
+    return low, high
 
 
 def _error(status: int, message: str) -> JSONResponse:
