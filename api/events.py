@@ -31,6 +31,8 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from api.routes.agents import get_routing_store
+from api.routes.analytics import dashboard, live_routing
 from core import events
 from core.analytics import BUSINESS_TZ
 from core.db.models import Flow, Queue
@@ -278,9 +280,6 @@ class LiveEvents:
             if exp <= now:
                 self._expiry.pop(sid, None)
                 await self.sio.disconnect(sid)
-        from api.routes.agents import get_routing_store
-        from api.routes.analytics import dashboard, live_routing
-
         store = get_routing_store(types.SimpleNamespace(app=self.app))  # type: ignore[arg-type]
         live = await live_routing(store, int(now * 1000))
         self._gauges(live)

@@ -345,6 +345,11 @@ def _caller_filter(caller: str | None) -> str | None:
     return e164
 
 
+async def _check_flow(session: AsyncSession, flow_id: int | None) -> None:
+    if flow_id is not None and await repo.flow_exists(session, flow_id) is None:
+        raise NotFound(f"flowId: flow {flow_id} does not exist")
+
+
 def _item(row: Any, reveal: bool) -> HistoryItem:
     path = [str(p) for p in (row.path or [])]
     return HistoryItem(
@@ -372,7 +377,7 @@ def _item(row: Any, reveal: bool) -> HistoryItem:
     )
 
 
-@router.get("/calls/history", response_model=HistoryPage, responses=_BAD)
+@router.get("/calls/history", response_model=HistoryPage, responses=_ONE)
 async def list_call_history(
     user: Viewer,
     session: SessionDep,
@@ -388,6 +393,7 @@ async def list_call_history(
     """Calls newest first, filtered, in keyset pages (stable while new calls arrive)."""
     rng = kpi.parse_range(from_, to, kpi.zone(tz), max_span=None)
     number = _caller_filter(caller)
+    await _check_flow(session, flow_id)
     fingerprint = kpi.query_fingerprint(_filters(rng, flow_id, status, number))
     after = kpi.decode_cursor(cursor, fingerprint) if cursor else None
     stmt = repo.history_select(
@@ -456,12 +462,13 @@ async def csv_stream(
 
 @router.get(
     "/calls/export/csv",
-    responses={**_BAD, 200: {"content": {"text/csv": {}}, "description": "UTF-8 CSV"}},
+    responses={**_ONE, 200: {"content": {"text/csv": {}}, "description": "UTF-8 CSV"}},
     response_class=StreamingResponse,
 )
 async def export_calls_csv(
     request: Request,
     user: Exporter,
+    session: SessionDep,
     from_: FromQuery = None,
     to: ToQuery = None,
     flow_id: FlowIdQuery = None,
@@ -469,8 +476,11 @@ async def export_calls_csv(
     caller: CallerQuery = None,
     tz: TzQuery = kpi.BUSINESS_TZ,
 ) -> StreamingResponse:
-    """Call history as CSV, streamed (same filters as history; at most a year per export)."""
-    rng = kpi.parse_range(from_, to, kpi.zone(tz), max_span=kpi.MAX_REPORT_RANGE)
+    """Call history as CSV, streamed (same filters as history; default the last 30 days, at
+    most a year per export)."""
+    rng = kpi.parse_range(from_, to, kpi.zone(tz), default_span=timedelta(days=30),
+                          max_span=kpi.MAX_REPORT_RANGE)
+    await _check_flow(session, flow_id)
     stmt = repo.history_select(
         start=rng.start, end=rng.end, flow_id=flow_id, status=status,
         caller=_caller_filter(caller),

@@ -188,6 +188,10 @@ async def test_bad_input_is_a_clear_4xx(api_url, http, tokens) -> None:
     assert_error(await http.get("/api/analytics/flows/424242/analytics", headers=h), 404,
                  "not_found")
     assert_error(await http.get("/api/analytics/flows/abc/analytics", headers=h), 422)
+    body = assert_error(await http.get(hist, params={"flowId": 424242}, headers=h), 404)
+    assert body["detail"].startswith("flowId:")
+    assert_error(await http.get("/api/analytics/calls/export/csv", params={"flowId": 424242},
+                                headers=h), 404)
     # Roles and tokens.
     assert_error(await http.get("/api/analytics/dashboard"), 401)
     assert_error(await http.get("/api/analytics/dashboard",
