@@ -257,3 +257,21 @@ def test_fast_mask_matches_the_parsing_mask() -> None:
     for number in ("+919876543210", "+14155550123", "+442071838750", "+97143000000",
                    "+8801711000000", "+12345", "+35312345678", "withheld", "+0123456789"):
         assert fast_mask(number) == mask(number), number
+
+
+async def test_socket_is_dropped_when_its_token_expires(api_url, an_settings) -> None:
+    import asyncio
+
+    from core.security import create_access_token
+
+    ttl = an_settings.access_token_ttl_s
+    token, _ = create_access_token(user_id=2, role="manager", settings=an_settings,
+                                   now=datetime.now(UTC) - timedelta(seconds=ttl - 3))
+    listener = Listener()
+    await listener.connect(api_url, token)
+    assert listener.sio.connected
+    for _ in range(100):
+        if not listener.sio.connected:
+            break
+        await asyncio.sleep(0.1)
+    assert not listener.sio.connected
