@@ -37,7 +37,7 @@ router = APIRouter(
 )
 
 
-@router.api_route("/sms-status", methods=["GET", "POST"])
+@p.each_method(router, "/sms-status", ["GET", "POST"])
 async def exotel_sms_status(request: Request) -> JSONResponse:
     """SMS delivery report (form or JSON): stored raw; a quick 200 once it parses."""
     params = await p.read_params(request)

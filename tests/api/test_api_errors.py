@@ -173,3 +173,17 @@ async def test_request_id_is_echoed_or_generated(
     assert access["method"] == "GET" and access["status"] == 200
     assert isinstance(access["duration_ms"], float) and access["user_id"] is not None
     assert "timestamp" in access and access["level"] == "info"
+
+
+def test_every_openapi_operation_has_its_own_id() -> None:
+    """Generated clients name methods by operation id; FastAPI only warns on duplicates."""
+    import warnings
+
+    from api.main import create_app
+    from core.config import Env, Settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a duplicate id is a UserWarning: fail on it
+        spec = create_app(Settings(env=Env.test)).openapi()
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) and len(ids) > 40
