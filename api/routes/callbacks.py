@@ -395,7 +395,6 @@ async def reschedule_callback(
             f"body.maxAttempts: must be more than the {len(row.attempts or [])} attempts made"
         )
     before = _summary(row)
-    await session.rollback()  # release the snapshot: the workflow writes the row meanwhile
     handle = _temporal(request).get_workflow_handle(row.workflow_id or callback_workflow_id(row.id))
     try:
         await handle.execute_update(
@@ -413,8 +412,7 @@ async def reschedule_callback(
         if err.status == RPCStatusCode.NOT_FOUND:
             raise Conflict(f"callback {callback_id} is no longer running") from err
         raise SchedulingUnavailable() from err
-    row = await _load(session, callback_id)
-    await session.refresh(row)
+    await session.refresh(row)  # the workflow wrote it meanwhile (read committed)
     await audit.record("callback.reschedule", "callback", row.id, before=before,
                        after=_summary(row))
     await session.commit()
@@ -440,7 +438,6 @@ async def cancel_callback(
     if row.status in TERMINAL_STATUSES:
         raise Conflict(f"callback {callback_id} is already {row.status}")
     before = _summary(row)
-    await session.rollback()
     handle = _temporal(request).get_workflow_handle(row.workflow_id or callback_workflow_id(row.id))
     try:
         await handle.signal(CANCEL_SIGNAL)
@@ -453,8 +450,7 @@ async def cancel_callback(
         await asyncio.wait_for(handle.result(), timeout=CANCEL_WAIT_S)
     except (TimeoutError, WorkflowFailureError, RPCError):
         finished = False
-    row = await _load(session, callback_id)
-    await session.refresh(row)
+    await session.refresh(row)  # the workflow wrote it meanwhile (read committed)
     if not finished or row.status not in TERMINAL_STATUSES:
         response.status_code = 202  # a dial in progress ends first; then it is cancelled
     await audit.record("callback.cancel", "callback", row.id, before=before, after=_summary(row))
