@@ -17,6 +17,7 @@ import structlog
 from temporalio.worker import Worker
 
 from activities import build_activities
+from activities.callback_queue import run_callback_dispatcher
 from core.config import Settings
 from core.logging import configure_logging
 from core.temporal import connect, temporal_target
@@ -64,8 +65,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
         )
         # `async with` cancels us and re-raises if the worker hits a fatal error.
         async with worker:
+            # Queue callbacks whose agent the routing engine reserved go to their workflows.
+            dispatcher = asyncio.create_task(
+                run_callback_dispatcher(settings, client, stop), name="callback-dispatcher"
+            )
             await stop.wait()
             log.info("worker_stopping", graceful_shutdown_s=GRACEFUL_SHUTDOWN.total_seconds())
+            await dispatcher
     log.info("worker_stopped")
     return 0
 

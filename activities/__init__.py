@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.callback_queue import CallbackQueueActivities
 from activities.callbacks import CallbackActivities
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
@@ -57,5 +58,6 @@ def _activities(
         *CarrierActivities(settings, http, redis).all(),
         *LogicActivities(settings, sessionmaker, http).all(),
         *CallbackActivities(settings, sessionmaker, http).all(),
+        *CallbackQueueActivities(settings, sessionmaker).all(),
         *(RoutingActivities(sessionmaker, redis).all() if redis is not None else []),
     ]

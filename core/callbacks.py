@@ -6,11 +6,13 @@ customer is rung first and put into the Exotel app), through a given agent (the 
 first, then bridged to the customer), or through a queue (it waits, keeping its place, until
 the routing engine reserves an agent for it, then dials agent-first like `agent`).
 
-The queue contract (what the routing engine does, see `AgentReserved`): when the request is at
-the head of its queue and an agent is reserved for it, signal `agent_reserved` to the workflow
-`callback-{id}`; when the dial is over the workflow runs the activity named in the signal's
-`release_activity` (if any) with a `QueueDialDone`, so the routing side frees or confirms the
-agent. Without that signal a queue callback waits (it can be cancelled or rescheduled).
+The queue contract (see `AgentReserved`; activities/callback_queue.py implements it against the
+routing engine's `core.routing.callbacks` hand-off): a queue callback waits as a `callback`
+entry in its queue; when it reaches the head and an agent is reserved for it, the workflow
+`callback-{id}` gets the `agent_reserved` signal (signal-with-start, so a request the queue's
+offer recorded gets its workflow then). Before dialling, the workflow runs the signal's
+`hold_activity` (keeps the agent for the call); afterwards its `release_activity` with a
+`QueueDialDone`. A failed attempt goes back into the queue for a new agent.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class CallbackStart(Wire):
     agent_id: int | None = None
     queue_id: int | None = None
     queue_position: int | None = None
+    source_call_sid: str | None = None
     scheduled_at: datetime | None = None  # None: as soon as possible
     max_attempts: int = 3
     retry_delay_s: int = 300
@@ -175,6 +178,30 @@ class AgentReserved(Wire):
     agent_number: str | None = None
     reservation_id: str | None = None
     release_activity: str | None = None
+    # Run (with a QueueHold) before dialling to keep the agent for the ring and talk time;
+    # False back means the reservation lapsed: the request goes back to its queue.
+    hold_activity: str | None = None
+
+
+class QueueHold(Wire):
+    reservation_id: str | None
+    agent_id: int
+    seconds: float
+
+
+class QueueEnqueue(Wire):
+    """Put (or keep) a queue callback in its queue as a `callback` entry (idempotent)."""
+
+    callback_id: int
+    queue_id: int
+    entry_id: str  # the queue entry's id: the source call's sid, or callback-{id}
+    phone_number: str
+
+
+class QueuePlace(Wire):
+    known_queue: bool
+    position: int | None = None
+    size: int | None = None
 
 
 class QueueDialDone(Wire):

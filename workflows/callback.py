@@ -42,6 +42,9 @@ with workflow.unsafe.imports_passed_through():
         DialRequest,
         DialResult,
         QueueDialDone,
+        QueueEnqueue,
+        QueueHold,
+        QueuePlace,
         ReconcileRequest,
         ReconcileResult,
         RescheduleRequest,
@@ -170,8 +173,12 @@ class CallbackWorkflow:
                         return await self._finish("failed", "business hours never open")
                     continue
             closed_moves = 0
-            if start.mode == CallbackMode.queue and not await self._wait_for_agent():
-                return await self._finish("cancelled", "cancelled while waiting in the queue")
+            if start.mode == CallbackMode.queue:
+                waited = await self._wait_for_agent()
+                if waited == "cancelled":
+                    return await self._finish("cancelled", "cancelled while waiting in the queue")
+                if waited == "no_queue":
+                    return await self._finish("failed", f"queue {start.queue_id} is gone")
             number = len(self._attempts) + 1
             outcome, retry_sensible = await self._attempt(number)
             if start.mode == CallbackMode.queue:
@@ -237,15 +244,56 @@ class CallbackWorkflow:
                               last_error=f"closed ({answer.reason or 'business hours'})")
         return True
 
-    async def _wait_for_agent(self) -> bool:
-        """Queue callbacks keep their place until the routing engine reserves an agent."""
-        if self._reservation is None:
-            async with self._lock:
-                if self._status != "waiting_in_queue":
-                    self._status = "waiting_in_queue"
-                    await self._write("waiting_in_queue")
-            await workflow.wait_condition(lambda: self._cancel or self._reservation is not None)
-        return not self._cancel
+    async def _wait_for_agent(self) -> str:
+        """Queue callbacks keep their place until the routing engine reserves an agent (and the
+        agent is still held for this dial): "ready", "cancelled" or "no_queue"."""
+        start = self._start
+        while True:
+            if self._reservation is None:
+                async with self._lock:
+                    if self._status != "waiting_in_queue":
+                        self._status = "waiting_in_queue"
+                        await self._write("waiting_in_queue")
+                if start.queue_id is not None:
+                    place: QueuePlace = await workflow.execute_activity(
+                        "callback_queue_enqueue",
+                        QueueEnqueue(
+                            callback_id=start.callback_id, queue_id=start.queue_id,
+                            entry_id=start.source_call_sid or f"callback-{start.callback_id}",
+                            phone_number=start.phone_number,
+                        ),
+                        result_type=QueuePlace,
+                        start_to_close_timeout=timedelta(seconds=15),
+                        retry_policy=WRITE_RETRY,
+                    )
+                    if not place.known_queue:
+                        return "no_queue"
+                await workflow.wait_condition(
+                    lambda: self._cancel or self._reservation is not None
+                )
+            if self._cancel:
+                return "cancelled"
+            reservation = self._reservation
+            assert reservation is not None
+            if not reservation.hold_activity:
+                return "ready"
+            held: bool = await workflow.execute_activity(
+                reservation.hold_activity,
+                QueueHold(reservation_id=reservation.reservation_id,
+                          agent_id=reservation.agent_id, seconds=float(self._dial_window_s())),
+                result_type=bool,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=QUICK_RETRY,
+            )
+            if held:
+                return "ready"
+            workflow.logger.info("agent reservation lapsed before the dial; back to the queue")
+            self._reservation = None
+
+    def _dial_window_s(self) -> int:
+        start = self._start
+        legs = 1 if start.mode == CallbackMode.flow else 2
+        return start.ring_timeout_s * legs + start.time_limit_s + start.status_grace_s
 
     async def _attempt(self, number: int) -> tuple[str, bool]:
         """Dial once and settle the outcome: (attempt outcome, whether retrying makes sense)."""
@@ -296,9 +344,7 @@ class CallbackWorkflow:
         """Wait for the attempt's status callback; without one, ask Exotel what happened."""
         start = self._start
         two_legs = start.mode != CallbackMode.flow
-        wait_s = start.ring_timeout_s * (2 if two_legs else 1) + start.time_limit_s + (
-            start.status_grace_s
-        )
+        wait_s = self._dial_window_s()
         sid = dialled.call_sid
         for _ in range(MAX_RECONCILES):
             try:

@@ -17,6 +17,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AwareDatetime, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +44,7 @@ from core.repositories import callbacks as repo
 from core.schemas import CamelModel, ErrorOut, InputModel
 from core.temporal import callback_workflow_id
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/callbacks", tags=["callbacks"])
 
 Viewer = RequirePermission("callbacks:view")
@@ -314,13 +316,19 @@ async def create_callback(
     await session.commit()
     start = _start(row, settings, body.business_hours_id, body.send_sms)
     try:
-        await start_callback_workflow(
+        started = await start_callback_workflow(
             _temporal(request), settings, start, row.workflow_id or callback_workflow_id(row.id)
         )
     except SchedulingUnavailable:
         raise
     except Exception as err:
         raise SchedulingUnavailable() from err
+    if created and not started:
+        # A new row whose workflow id already ran: the Temporal namespace holds another
+        # database's callbacks. Never let that pass silently (the callback would never dial).
+        log.error("callback_workflow_id_taken", callback_id=row.id)
+        raise Conflict(f"workflow {row.workflow_id} already exists in Temporal; this database "
+                       "and the Temporal namespace do not belong together")
     if not created:
         response.status_code = 200
     await session.refresh(row)

@@ -4,6 +4,7 @@ API app where a test needs the webhooks (status callbacks routed back to the wor
 
 from __future__ import annotations
 
+import random
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from core.config import Settings
 from core.db.session import make_engine, make_sessionmaker
@@ -67,6 +69,11 @@ async def seeded(cb_settings: Settings) -> None:
 @pytest_asyncio.fixture(scope="module")
 async def sessionmaker(cb_settings: Settings):
     engine = make_engine(cb_settings.database_url, pool_size=4)
+    # Workflow ids are `callback-{id}` and every module's fresh database counts from 1, while
+    # the Temporal servers are shared by the whole session: start each module's ids elsewhere.
+    async with engine.begin() as conn:
+        start = random.randrange(10_000, 2**31, 10_000)
+        await conn.execute(text(f"ALTER SEQUENCE voice_callbacks_id_seq RESTART WITH {start}"))
     yield make_sessionmaker(engine)
     await engine.dispose()
 

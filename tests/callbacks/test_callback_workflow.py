@@ -317,3 +317,4 @@ async def test_sms_sent_when_scheduled_with_dlt_fields(ts_worker, fake, cb_setti
             select(SmsCallback).where(SmsCallback.callback_id == start.callback_id)
         )).all()
     assert [(r.to_number, r.status) for r in rows] == [("+919800000010", "queued")]
+

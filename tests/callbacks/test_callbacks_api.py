@@ -17,21 +17,41 @@ from api_helpers import assert_error, login, serve
 from cb_support import WEBHOOK_TOKEN, eventually, load
 from fake_exotel import FakeExotel
 from sqlalchemy import func, select
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.callback_queue import run_callback_dispatcher
 from activities.callbacks import CallbackActivities
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
 from api.main import create_app
+from core.callbacks import QueueDialDone, QueueHold
 from core.config import Settings
 from core.db.models import Agent, AuditLog, Flow, Queue, SmsCallback, VoiceCallback
+from core.redis import make_redis
+from core.routing.callbacks import READY_LIST, CallbackReady
 from core.temporal import with_data_converter
 from workflows import WORKFLOWS, workflow_runner
 
 pytestmark = pytest.mark.slow
 STATUS = f"/api/exotel/{WEBHOOK_TOKEN}/status"
 SMS_STATUS = f"/api/exotel/{WEBHOOK_TOKEN}/sms-status"
+
+
+HELD: list[QueueHold] = []
+RELEASED: list[QueueDialDone] = []
+
+
+@activity.defn(name="callback_queue_hold")
+async def hold_double(req: QueueHold) -> bool:
+    HELD.append(req)
+    return True
+
+
+@activity.defn(name="callback_queue_release")
+async def release_double(done: QueueDialDone) -> None:
+    RELEASED.append(done)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -60,6 +80,8 @@ async def worker(
             *CallActivities(sessionmaker).all(),
             *CarrierActivities(settings, http).all(),
             *CallbackActivities(settings, sessionmaker, http).all(),
+            hold_double,
+            release_double,
         ],
         workflow_runner=workflow_runner(),
     ):
@@ -324,3 +346,41 @@ async def test_sms_status_reports_are_stored(http, sessionmaker):
     assert_error(await http.post(SMS_STATUS, data={"SmsSid": "x y", "Status": "sent"}), 400)
     assert_error(await http.post(SMS_STATUS, data={"SmsSid": "S1", "Status": "lost"}), 400)
     assert_error(await http.post("/api/exotel/wrong/sms-status", data=report), 403)
+
+
+async def test_queue_offer_handed_off_by_the_routing_engine_is_dialled_agent_first(
+    worker, refs, fake, sessionmaker, temporal_client, cb_settings
+):
+    """A request the queue's offer recorded (no workflow yet) reaches an agent: the routing
+    engine's hand-off on `callbacks:ready` starts its workflow by signal, which holds the
+    agent, dials agent-first with the agent's phone from the table, then releases the agent."""
+    async with sessionmaker.begin() as session:  # what routing's create_queue_callback writes
+        row = VoiceCallback(phone_number="+919812300020", status="scheduled", asap=True,
+                            queue_id=refs["queue"], queue_position=3,
+                            source_call_sid="CAoffer20", agent_id=refs["agent"])
+        session.add(row)
+        await session.flush()
+        callback_id = row.id
+    redis = make_redis(cb_settings.redis_url)
+    ready = CallbackReady(callback_id=callback_id, agent_id=refs["agent"], lease="lease-20",
+                          queue_id=refs["queue"], call_sid="CAoffer20")
+    await redis.lpush(READY_LIST, ready.model_dump_json())
+    stop = asyncio.Event()
+    dispatcher = asyncio.create_task(run_callback_dispatcher(
+        worker, with_data_converter(temporal_client), stop, sessionmaker=sessionmaker,
+        redis=redis,
+    ))
+    try:
+        row = await _done(sessionmaker, callback_id)
+    finally:
+        stop.set()
+        await dispatcher
+        await redis.aclose()
+    assert row.status == "completed", row.last_error
+    [placed] = fake.placed_for(f"cb:{callback_id}:")
+    assert (placed["From"], placed["To"]) == ("+919700000042", "+919812300020")
+    assert [h.reservation_id for h in HELD] == ["lease-20"]
+    [released] = [r for r in RELEASED if r.callback_id == callback_id]
+    assert (released.reservation_id, released.outcome, released.queue_id) == (
+        "lease-20", "answered", refs["queue"])
+    assert row.queue_position == 3 and row.source_call_sid == "CAoffer20"
