@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core import events
+from core import business_hours, events
 from core.callbacks import (
     BusinessHoursAnswer,
     BusinessHoursQuery,
@@ -290,28 +289,17 @@ class CallbackActivities:
 
     @activity.defn(name="callback_business_hours")
     async def callback_business_hours(self, query: BusinessHoursQuery) -> BusinessHoursAnswer:
-        """Is the schedule open at `at`, and if not, when does it open next?
-
-        Uses the business-hours engine (`core.business_hours`: `schedule_from_row`, `snapshot`
-        and its `check(at)`), imported when asked so a worker without it still dials: then
-        every time counts as open and the answer says it was not checked.
-        """
-        try:
-            engine = importlib.import_module("core.business_hours")
-            schedule_from_row, snapshot = engine.schedule_from_row, engine.snapshot
-        except (ImportError, AttributeError):
-            return BusinessHoursAnswer(open=True, checked=False,
-                                       reason="business-hours engine not available")
+        """Is the schedule open at `at`, and if not, when does it open next (the business-hours
+        engine, with the schedule's public holidays resolved here, outside the workflow)."""
         async with self.sessionmaker() as session:
             row = await session.get(BusinessHours, query.business_hours_id)
-        if row is None:
+        if row is None:  # deleted since the callback was scheduled: dial as if open
             return BusinessHoursAnswer(open=True, checked=False,
                                        reason=f"business hours {query.business_hours_id} gone")
-        schedule = schedule_from_row(row)
-        result = snapshot(row.id, schedule, query.at).check(query.at)
+        schedule = business_hours.schedule_from_row(row)
+        result = business_hours.snapshot(row.id, schedule, query.at).check(query.at)
         return BusinessHoursAnswer(
-            open=bool(result.open), next_open_at=result.next_open_at,
-            reason=str(getattr(result, "reason", "") or "") or None,
+            open=result.open, next_open_at=result.next_open_at, reason=str(result.reason)
         )
 
     # --- SMS ---------------------------------------------------------------------------------

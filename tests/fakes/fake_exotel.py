@@ -14,7 +14,8 @@
   "completed"): completed, no-answer, busy, failed.
 - `POST /v1/Accounts/{sid}/Sms/send.json`: records the SMS and answers `SMSMessage`; posts the
   delivery report to `StatusCallback` when `sms_report_status` is set.
-- 401 for wrong credentials; `throttle_next` answers that many requests (any endpoint) with a
+- 401 for wrong credentials; `garbage_next` answers that many requests with a 200 that is not
+  JSON; `throttle_next` answers that many requests (any endpoint) with a
   429 first; `throttle_connect` only creates; `fail_after_place` answers that many creates with
   a 500 *after* placing the call (Exotel failed to answer, the call exists);
   `connect_delay_s` holds a create's answer (the call already placed) that long.
@@ -35,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 IST = ZoneInfo("Asia/Kolkata")
 _FMT = "%Y-%m-%d %H:%M:%S"
@@ -85,6 +86,7 @@ class FakeExotel:
     api_token: str = "fake-token"
     statuses: dict[str, list[str]] = field(default_factory=dict)
     throttle_next: int = 0  # answer this many requests with 429 first
+    garbage_next: int = 0  # answer this many requests with a 200 that is not JSON
     throttle_connect: int = 0  # answer this many creates with 429 first
     fail_after_place: int = 0  # answer this many creates with 500 after placing the call
     connect_delay_s: float = 0.0
@@ -114,6 +116,7 @@ class FakeExotel:
         return request.headers.get("authorization") == f"Basic {expected}" and sid == self.sid
 
     def _throttled(self) -> bool:
+        """429 (or garbage) for this request, as scripted: the caller answers accordingly."""
         if self.throttle_next > 0:
             self.throttle_next -= 1
             return True
@@ -199,6 +202,13 @@ class FakeExotel:
 
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.middleware("http")
+        async def garbage(request: Request, call_next: Any) -> Any:
+            if self.garbage_next > 0:
+                self.garbage_next -= 1
+                return PlainTextResponse("<html>upstream hiccup</html>", 200)
+            return await call_next(request)
 
         @app.get("/v1/Accounts/{sid}/Calls.json")
         async def bulk_calls(sid: str, request: Request) -> JSONResponse:
