@@ -323,3 +323,15 @@ async def sms_sent_for(session: AsyncSession, custom_field: str) -> SmsCallback 
         )
         .limit(1)
     )
+
+
+async def flow_for_custom_field(session: AsyncSession, custom_field: str | None) -> int | None:
+    """The flow a callback call must run, from the `CustomField` Exotel echoes on the Passthru
+    of a call we placed (`cb:{id}:{attempt}`); None for any other call. For the call gateway:
+    an outbound callback call is otherwise matched by the number called (our ExoPhone)."""
+    from core.callbacks import parse_custom_field
+
+    parsed = parse_custom_field(custom_field)
+    if parsed is None:
+        return None
+    return await session.scalar(select(VoiceCallback.flow_id).where(VoiceCallback.id == parsed[0]))

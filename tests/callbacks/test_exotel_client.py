@@ -9,11 +9,12 @@ import httpx
 import pytest
 from fake_exotel import FakeExotel
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from activities.callbacks import CallbackActivities
 from core.callbacks import BusinessHoursQuery
 from core.config import Settings
-from core.db.models import BusinessHours
+from core.db.models import BusinessHours, Flow
 from core.exotel import (
     ExotelAuthError,
     ExotelBadRequest,
@@ -145,3 +146,20 @@ async def test_business_hours_hook_uses_the_engine(cb_settings: Settings, sessio
     assert closed.next_open_at == datetime(2030, 1, 7, 3, 30, tzinfo=UTC)  # Monday 09:00 IST
     assert opened.open and opened.checked
     assert gone.open and not gone.checked
+
+
+async def test_flow_for_custom_field(sessionmaker, seeded):
+    from cb_support import new_callback
+
+    from core.repositories import callbacks as repo
+
+    async with sessionmaker() as session:
+        flow_id = await session.scalar(select(Flow.id).limit(1))
+    if flow_id is None:
+        pytest.skip("no flow in this database")
+    settings = Settings()
+    start = await new_callback(sessionmaker, settings, flow_id=flow_id)
+    async with sessionmaker() as session:
+        assert await repo.flow_for_custom_field(session, f"cb:{start.callback_id}:2") == flow_id
+        assert await repo.flow_for_custom_field(session, "crm-42") is None
+        assert await repo.flow_for_custom_field(session, None) is None
