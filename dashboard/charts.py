@@ -7,7 +7,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import plotly.graph_objects as go
@@ -73,12 +73,12 @@ def metric_colour(name: str, value: float | None) -> str:
 
 
 def calls_over_time(
-    series: Sequence[Mapping[str, Any]], *, interval: str, tz_label: str
+    series: Sequence[Mapping[str, Any]], *, interval: str, tz: tzinfo | None, tz_label: str
 ) -> go.Figure:
     """Stacked bars of completed / failed / abandoned / in-progress calls per bucket."""
     unit = "hour" if interval == "hour" else "day"
     fig = _fig(f"Calls per {unit} ({tz_label})", barmode="stack")
-    xs = [p.get("bucket") for p in series]
+    xs = [_wall_clock(p.get("bucket"), tz) for p in series]
     for key, label in (
         ("completed", "Completed"),
         ("failed", "Failed"),
@@ -168,7 +168,7 @@ def agent_performance(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
 
 
 def call_timeline(visits: Sequence[Mapping[str, Any]], *, ended_at: datetime | None,
-                  tz_label: str) -> go.Figure:
+                  tz: tzinfo | None, tz_label: str) -> go.Figure:
     """One bar per node visited, from entering to leaving it (the path as a timeline)."""
     fig = _fig(f"Path through the flow ({tz_label})", height=max(220, 40 * len(visits) + 90))
     labels, starts, lengths_ms, texts = [], [], [], []
@@ -179,7 +179,7 @@ def call_timeline(visits: Sequence[Mapping[str, Any]], *, ended_at: datetime | N
             continue
         stop = end or start
         labels.append(f"{i + 1}. {v.get('nodeName') or v.get('nodeId')} ({v.get('nodeType', '')})")
-        starts.append(start)
+        starts.append(_wall_clock(start, tz))
         lengths_ms.append(max((stop - start).total_seconds() * 1000, 300))
         texts.append(f"→ {v['port']}" if v.get("port") else "")
     fig.add_bar(
@@ -189,6 +189,15 @@ def call_timeline(visits: Sequence[Mapping[str, Any]], *, ended_at: datetime | N
     fig.update_yaxes(autorange="reversed", title_text="node")
     fig.update_xaxes(type="date", title_text=f"time ({tz_label})")
     return fig
+
+
+def _wall_clock(value: Any, tz: tzinfo | None) -> datetime | None:
+    """A time as the clock on the wall in `tz`, without an offset: plotly draws aware times in
+    UTC, which is not what an operator in India reads."""
+    ts = _ts(value)
+    if ts is None or tz is None or ts.tzinfo is None:
+        return ts
+    return ts.astimezone(tz).replace(tzinfo=None)
 
 
 def _ts(value: Any) -> datetime | None:

@@ -35,6 +35,17 @@ def client() -> ApiClient:
     return api
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _cached_items(_api: ApiClient, path: str, token: str | None) -> list[dict[str, Any]]:
+    return _api.items(path)
+
+
+def lookup_items(path: str) -> list[dict[str, Any]]:
+    """A list that changes rarely (flow names for a filter), cached for 30 s per user session."""
+    api = client()
+    return _cached_items(api, path, api.access_token)
+
+
 def me() -> Me:
     user = client().me
     if user is None:  # pages only run behind the sign-in gate

@@ -17,7 +17,7 @@ STATUSES = ["", "completed", "failed", "abandoned", "in_progress"]
 ui.header("Call history", "Past and current calls, newest first")
 api = ui.client()
 
-flows = ui.load(lambda: api.items("/api/flows"), what="flows") or []
+flows = ui.load(lambda: ui.lookup_items("/api/flows"), what="flows") or []
 flow_names = {int(f["id"]): f["name"] for f in flows}
 
 with st.form("history_filters"):
@@ -152,7 +152,7 @@ except ui.ApiError:
     detail = None  # the call's workflow is gone from Temporal: the stored path still shows
 if visits:
     st.plotly_chart(
-        charts.call_timeline(visits, ended_at=ui.parse_ts(call.get("endedAt")),
+        charts.call_timeline(visits, ended_at=ui.parse_ts(call.get("endedAt")), tz=ui.TZ,
                              tz_label=ui.TZ_LABEL),
         key="hist_timeline",
     )

@@ -40,6 +40,9 @@ def load_draft() -> None:
     if flow is None:
         st.stop()
     doc = FlowDoc.from_api(flow)
+    for key in [k for k in st.session_state if str(k).startswith(("ed_cfg_", "ed_name_",
+                                                                  "ed_entry_", "port_"))]:
+        del st.session_state[key]  # forms show the loaded draft, not what was typed before
     st.session_state.update(
         ed_flow=flow_id, ed_rev=flow["draftRevision"], ed_doc=doc, ed_canvas=to_canvas(doc),
         ed_problems=None, ed_dirty=False,

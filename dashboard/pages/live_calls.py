@@ -35,7 +35,8 @@ def time_in_node(detail: dict[str, Any] | None, now: datetime) -> float | None:
 
 
 def rows(calls: list[dict[str, Any]], details: dict[str, dict[str, Any]],
-         flow_names: dict[int, str], stuck_s: float) -> list[dict[str, Any]]:
+         flow_names: dict[int, str], queue_names: dict[int, str],
+         stuck_s: float) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     out = []
     for c in calls:
@@ -48,7 +49,7 @@ def rows(calls: list[dict[str, Any]], details: dict[str, dict[str, Any]],
             "node": (d or {}).get("currentNodeName") or c.get("currentNode") or "—",
             "time in node (s)": None if in_node is None else round(in_node),
             "call duration (s)": None if c.get("duration") is None else round(c["duration"]),
-            "queue": c.get("queueName") or "",
+            "queue": c.get("queueName") or queue_names.get(c.get("queueId") or 0, ""),
             "queue position": c.get("queuePosition"),
             "started (IST)": ui.fmt_time(c.get("startedAt")),
             "Temporal": temporal_link(c["callSid"]),
@@ -73,15 +74,17 @@ def live_table() -> None:
         st.info("No calls in progress. Calls appear here within a second of being answered; "
                 "try `ivr call` to place a test call.")
         return
-    flows = ui.load(lambda: api.items("/api/flows"), what="flows") or []
+    flows = ui.load(lambda: ui.lookup_items("/api/flows"), what="flows") or []
     names = {int(f["id"]): f["name"] for f in flows}
+    queues = ui.load(lambda: ui.lookup_items("/api/queues"), what="queues") or []
+    queue_names = {int(q["id"]): q["name"] for q in queues}
     details: dict[str, dict[str, Any]] = {}
     for c in calls[:DETAIL_LIMIT]:
         try:
             details[c["callSid"]] = api.get(f"/api/calls/{quote(c['callSid'])}")
         except ui.ApiError:
             continue  # ended between the list and the query: shown without node timing
-    table = rows(calls, details, names, float(stuck_s))
+    table = rows(calls, details, names, queue_names, float(stuck_s))
     stuck = [r for r in table if r["stuck"]]
     if stuck:
         st.error(f"⚠ {len(stuck)} call(s) stuck: no progress for over {stuck_s:.0f} s — "

@@ -111,7 +111,8 @@ def calls_per_hour() -> None:
         st.info("No calls today yet: the hourly chart fills in as calls arrive.")
         return
     st.plotly_chart(
-        charts.calls_over_time(series, interval="hour", tz_label=ui.TZ_LABEL), key="per_hour"
+        charts.calls_over_time(series, interval="hour", tz=ui.TZ, tz_label=ui.TZ_LABEL),
+        key="per_hour",
     )
 
 

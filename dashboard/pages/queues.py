@@ -19,7 +19,10 @@ def queues_view() -> None:
         st.info("No queues yet. An admin creates them through the API (POST /api/queues) or "
                 "`ivr seed` loads the sample queues.")
         return
-    st.plotly_chart(charts.queue_sizes(queues), key="q_sizes")
+    if any(int(q.get("waiting") or 0) for q in queues):
+        st.plotly_chart(charts.queue_sizes(queues), key="q_sizes")
+    else:
+        st.success(f"Nobody is waiting in any of the {len(queues)} queues.")
     names = {q["id"]: q["name"] for q in queues}
     queue_id = st.selectbox("Queue", list(names), format_func=names.get, key="q_pick")
     queue = next(q for q in queues if q["id"] == queue_id)
@@ -34,7 +37,8 @@ def queues_view() -> None:
         c[4].metric("Agents available / staffed",
                     f"{stats.get('agentsAvailable', 0)} / {stats.get('agentsStaffed', 0)}")
         ewt = stats.get("expectedWaitNewCallerS")
-        c[5].metric("Expected wait, new caller (s)", "—" if ewt is None else f"{ewt:.0f}")
+        c[5].metric("Expected wait (s)", "—" if ewt is None else f"{ewt:.0f}",
+                    help="Erlang C estimate for a caller joining now; — when overloaded")
         st.caption(
             f"Since {ui.fmt_time(stats.get('since'))} {ui.TZ_LABEL}: offered "
             f"{stats.get('offered', 0)}, answered {stats.get('answered', 0)}, abandoned "

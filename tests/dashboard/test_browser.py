@@ -70,7 +70,7 @@ def dashboard_url(backend) -> Iterator[str]:
             proc.kill()
 
 
-def test_sign_in_overview_and_flow_graph_in_chromium(dashboard_url):
+def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
     from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,26 @@ def test_sign_in_overview_and_flow_graph_in_chromium(dashboard_url):
             expect(canvas).to_be_visible(timeout=30_000)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(SHOTS / "flow-editor.png"), full_page=True)
+
+            # The other pages, for the README and for a person to look over; a caller holds in
+            # the tech queue so Live calls has something to show.
+            page.set_viewport_size({"width": 1440, "height": 2000})
+            held = backend.run(backend.hold_in_tech_queue())
+            for link, heading, name in (
+                ("Live calls", "Live calls", "live-calls.png"),
+                ("Call history", "Call history", "call-history.png"),
+                ("Agents", "Agents", "agents.png"),
+                ("Queues", "Queues", "queues.png"),
+                ("Business hours", "Business hours", "business-hours.png"),
+            ):
+                page.get_by_role("link", name=link).click()
+                expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=30_000)
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(SHOTS / name), full_page=True)
+            backend.run(backend.hang_up(held))
         finally:
             browser.close()
-    for name in ("overview.png", "wallboard.png", "flow-graph.png", "flow-editor.png"):
+    for name in ("overview.png", "wallboard.png", "flow-graph.png", "flow-editor.png",
+                 "live-calls.png"):
         assert (SHOTS / name).stat().st_size > 10_000, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -27,13 +28,16 @@ def test_calls_over_time_stacks_statuses_per_bucket():
         {"bucket": "2026-01-05T10:00:00+05:30", "calls": 2, "completed": 2, "failed": 0,
          "abandoned": 0, "inProgress": 0},
     ]
-    fig = charts.calls_over_time(series, interval="hour", tz_label="IST")
+    fig = charts.calls_over_time(series, interval="hour", tz=ZoneInfo("Asia/Kolkata"),
+                                 tz_label="IST")
     assert fig.layout.title.text == "Calls per hour (IST)"
     assert fig.layout.barmode == "stack"
     by_name = {t.name: list(t.y) for t in fig.data}
     assert by_name == {"Completed": [3, 2], "Failed": [1, 0], "Abandoned": [1, 0],
                        "In progress": [0, 0]}
     assert "IST" in fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "calls"
+    # Drawn at the wall-clock hour in India (plotly would show an aware time in UTC).
+    assert fig.data[0].x[0] == datetime(2026, 1, 5, 9, 0)
 
 
 def test_top_flows_sorted_for_a_horizontal_bar():
@@ -77,11 +81,13 @@ def test_call_timeline_one_bar_per_visit_with_ports():
         {"nodeId": "main_menu", "nodeType": "menu", "nodeName": "Main Menu",
          "enteredAt": (t0 + timedelta(seconds=4)).isoformat(), "exitedAt": None, "port": None},
     ]
-    fig = charts.call_timeline(visits, ended_at=t0 + timedelta(seconds=10), tz_label="IST")
+    fig = charts.call_timeline(visits, ended_at=t0 + timedelta(seconds=10),
+                               tz=ZoneInfo("Asia/Kolkata"), tz_label="IST")
     bar = fig.data[0]
     assert list(bar.y) == ["1. Welcome (welcome)", "2. Main Menu (menu)"]
     assert list(bar.x) == [4000, 6000]  # ms in each node; the open visit runs to the end
     assert list(bar.text) == ["→ open", ""]
+    assert bar.base[0] == datetime(2026, 1, 5, 11, 0)  # 05:30 UTC is 11:00 in IST
 
 
 def test_funnel_links_counts_transitions_hangups_and_ends():
