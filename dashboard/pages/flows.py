@@ -41,7 +41,9 @@ with st.expander("Import a flow from JSON", expanded=not flows):
                     what="import the flow",
                 )
                 if created:
-                    st.success(f"Imported as draft flow #{created['id']} “{created['name']}”.")
+                    ui.flash(f"Imported as draft flow #{created['id']} “{created['name']}”; "
+                             "pick it below.")
+                    st.rerun()
             elif document is not None:
                 st.error("The document must be a JSON object exported from a flow.")
 

@@ -268,8 +268,20 @@ def test_flow_problems_marked_on_their_nodes_and_publish_rollback(backend):
                         {"fromNode": "menu", "toNode": "bye", "port": "1"}],
     }
     at = signed_in("admin", "flows.py")
-    at.get("file_uploader")  # the import form is there
-    created = backend.run(_import(backend, document))
+    # Import through the page: a file that is not JSON is refused with a reason...
+    at.file_uploader(key="flow_import_file").upload("flow.json", b"{oops", "application/json")
+    at.run()
+    button(at, "Import as a new draft").click().run()
+    no_tracebacks(at)
+    assert "That file is not JSON" in at.error[0].value
+    # ...an exported document becomes a new draft.
+    at.file_uploader(key="flow_import_file").upload(
+        "flow.json", json.dumps(document).encode(), "application/json")
+    at.run()
+    button(at, "Import as a new draft").click().run()
+    no_tracebacks(at)
+    assert "Imported as draft flow" in at.success[0].value
+    created = _flow_id(backend, "Dashboard test flow")
     at.run()
     at.selectbox(key="flow_pick").set_value(created).run()
     no_tracebacks(at)
