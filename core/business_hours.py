@@ -215,7 +215,8 @@ class Override(_Model):
 
 
 class Messages(_Model):
-    """What to tell callers; templates over `holiday` (the holiday's name) and `date`."""
+    """What to tell callers; templates over `holiday` (the holiday's name), `date` and
+    `next_open` ("tomorrow at 9 AM")."""
 
     closed: Message | None = None
     holiday: Message | None = None
@@ -421,18 +422,44 @@ def check(
     else:
         reason = "closed"
         template = schedule.messages.closed or DEFAULT_MESSAGES["closed"]
+    next_open = _next_open(schedule, now, today, holidays, zone)
     message = templates.render(
-        template, {"holiday": rule.holiday or "", "date": today.isoformat()}
+        template,
+        {"holiday": rule.holiday or "", "date": today.isoformat(),
+         "next_open": spoken_time(next_open, today) if next_open else ""},
     ).strip()
     return CheckResult(
         open=False,
         reason=reason,
         message=message or None,
-        next_open_at=_next_open(schedule, now, today, holidays, zone),
+        next_open_at=next_open,
         holiday=rule.holiday,
         local_time=local_now.isoformat(),
         timezone=schedule.timezone,
     )
+
+
+_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")
+
+
+def spoken_time(when: datetime, today: date) -> str:
+    """'today at 9 AM', 'tomorrow at 9:30 AM', 'Monday at 9 AM', '26 January at 10 AM'
+    (English, no locale lookup, so the same on every worker)."""
+    hour = when.hour % 12 or 12
+    clock = f"{hour}" if when.minute == 0 else f"{hour}:{when.minute:02d}"
+    clock += " AM" if when.hour < 12 else " PM"
+    days = (when.date() - today).days
+    if days == 0:
+        day = "today"
+    elif days == 1:
+        day = "tomorrow"
+    elif days < 7:
+        day = _DAY_NAMES[when.weekday()]
+    else:
+        day = f"{when.day} {_MONTH_NAMES[when.month - 1]}"
+    return f"{day} at {clock}"
 
 
 def _next_open(

@@ -33,8 +33,10 @@ def support_hours() -> Schedule:
                    "sun": []},
         "holidayCountry": "IN",
         "messages": {
-            "closed": "Our support team is available Monday to Saturday, nine AM to six PM.",
-            "holiday": "Our office is closed today for {{ holiday }}.",
+            "closed": "Our support team is available Monday to Saturday, nine AM to six PM. "
+            "We open again {{ next_open }}.",
+            "holiday": "Our office is closed today for {{ holiday }}. We open again "
+            "{{ next_open }}.",
         },
     })
 

@@ -73,7 +73,7 @@ async def test_after_hours_call_ends_in_voicemail_and_thank_you(
         result = await call.run()
     assert result.outcome == Outcome.completed, result.error
     text = "\n".join(heard)
-    for line in (WELCOME, CLOSED, THANKS):
+    for line in (WELCOME, CLOSED, "We open again tomorrow at 9 AM.", THANKS):
         assert line in text, (line, text)
     assert "For billing, press 1" not in text
     # Exotel's Voicemail applet plays its own prompt (the record node's text is not sent to

@@ -224,3 +224,19 @@ def test_unknown_holiday_country_and_subdivision():
     assert check_holiday_region("IN", "MH") is None
     assert "unknown holiday country" in check_holiday_region("XX", None)
     assert "unknown subdivision" in check_holiday_region("IN", "ZZ")
+
+
+def test_messages_can_say_when_the_line_opens_again():
+    schedule = support(messages={"closed": "Closed. We open {{ next_open }}.",
+                                 "holiday": "Closed for {{ holiday }}; back {{ next_open }}."})
+    assert run(schedule, at_ist(2026, 1, 27, 19)).message == "Closed. We open tomorrow at 9 AM."
+    assert run(schedule, at_ist(2026, 1, 27, 7)).message == "Closed. We open today at 9 AM."
+    assert run(schedule, at_ist(2026, 1, 24, 19)).message == "Closed. We open Tuesday at 9 AM."
+    assert run(schedule, at_ist(2026, 1, 26, 10)).message == (
+        "Closed for Republic Day; back tomorrow at 9 AM."
+    )
+    late = support(weekly={"mon": [{"start": "13:30", "end": "18:00"}]},
+                   messages={"closed": "Back {{ next_open }}."})
+    assert run(late, at_ist(2026, 1, 27, 19)).message == "Back Monday at 1:30 PM."
+    never = Schedule.model_validate({"name": "x", "messages": {"closed": "Open {{ next_open }}"}})
+    assert check(never, at_ist(2026, 1, 27, 19)).message == "Open"
