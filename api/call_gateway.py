@@ -120,8 +120,9 @@ class FlowNotFound(LookupError):
     """No published flow answers this number and no default flow is published."""
 
 
-# (flow id, version, name, definition[, checksum]): repositories.flows.ResolvedFlow.
-FlowResolver = Callable[[str | None], Awaitable[tuple[Any, ...] | None]]
+# (called, custom field) -> (flow id, version, name, definition[, checksum]):
+# repositories.flows.ResolvedFlow.
+FlowResolver = Callable[[str | None, str | None], Awaitable[tuple[Any, ...] | None]]
 
 
 def _caller_hash(caller: str | None) -> str:
@@ -309,7 +310,7 @@ class TemporalCallGateway:
     async def _start_operation(
         self, event: CallEvent, dialect: Dialect, workflow_id: str
     ) -> WithStartWorkflowOperation[Any, Any]:
-        resolved = await self.resolve_flow(event.called)
+        resolved = await self.resolve_flow(event.called, event.custom_field)
         if resolved is None:
             raise FlowNotFound(event.called or "")
         flow_id, version, flow_name, definition = resolved[:4]

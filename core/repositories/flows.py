@@ -463,12 +463,18 @@ _CACHE_SIZE = 64
 
 
 async def resolve_flow_for_number(
-    session: AsyncSession, called: str | None, *, cache: DefinitionCache | None = None
+    session: AsyncSession,
+    called: str | None,
+    *,
+    cache: DefinitionCache | None = None,
+    flow_id: int | None = None,
 ) -> ResolvedFlow | None:
     """The published flow answering `called` (its own, else the default flow), or None.
 
-    Only live published versions are returned. `cache` keeps parsed-from-DB definitions by
-    (flow, version, checksum); versions are immutable, so it never needs invalidating.
+    `flow_id`, when given and live, wins over the number: a call we placed for a callback runs
+    the flow the callback names, whatever ExoPhone it shows. Only live published versions are
+    returned. `cache` keeps parsed-from-DB definitions by (flow, version, checksum); versions
+    are immutable, so it never needs invalidating.
     """
     number = to_e164(called) if called else None
     assigned = (FlowNumber.number == number) if number else None
@@ -481,7 +487,9 @@ async def resolve_flow_for_number(
         .where(Flow.deleted_at.is_(None))
     )
     row = None
-    if assigned is not None:
+    if flow_id is not None:
+        row = (await session.execute(stmt.where(Flow.id == flow_id).limit(1))).first()
+    if row is None and assigned is not None:
         row = (
             await session.execute(
                 stmt.join(FlowNumber, FlowNumber.flow_id == Flow.id).where(assigned).limit(1)
@@ -513,12 +521,16 @@ async def resolve_flow_for_number(
 
 def make_flow_resolver(
     sessionmaker: async_sessionmaker[AsyncSession],
-) -> Callable[[str | None], Awaitable[ResolvedFlow | None]]:
-    """`resolve(called)` for the call gateway: its own session, definitions cached."""
+) -> Callable[..., Awaitable[ResolvedFlow | None]]:
+    """`resolve(called, custom_field=None)` for the call gateway: its own session, definitions
+    cached; a `CustomField` naming one of our callbacks picks that callback's flow."""
+    from core.repositories.callbacks import flow_for_custom_field
+
     cache: DefinitionCache = OrderedDict()
 
-    async def resolve(called: str | None) -> ResolvedFlow | None:
+    async def resolve(called: str | None, custom_field: str | None = None) -> ResolvedFlow | None:
         async with sessionmaker() as session:
-            return await resolve_flow_for_number(session, called, cache=cache)
+            flow_id = await flow_for_custom_field(session, custom_field) if custom_field else None
+            return await resolve_flow_for_number(session, called, cache=cache, flow_id=flow_id)
 
     return resolve

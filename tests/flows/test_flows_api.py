@@ -421,6 +421,27 @@ async def test_resolver_skips_unpublished_flows_and_caches_by_checksum(
     assert await resolve("+919876500077") == got
 
 
+async def test_a_callback_custom_field_picks_the_callbacks_flow(client: Client, auth, db) -> None:
+    """A call we placed for a callback runs the callback's flow, whatever number it shows."""
+    from core.db.models import VoiceCallback
+
+    flow = await create(client, auth, small_flow("callback flow"))
+    assert (await client.post(f"/api/flows/{flow['id']}/publish",
+                              headers=auth("admin"))).status_code == 201
+    async with db() as session:
+        callback = VoiceCallback(phone_number="+919876500011", flow_id=flow["id"], asap=True)
+        session.add(callback)
+        await session.commit()
+        callback_id = callback.id
+    resolve = flows_repo.make_flow_resolver(db)
+    got = await resolve("+918000000000", f"cb:{callback_id}:1")
+    assert got is not None and got.flow_id == flow["id"] and got.name == "callback flow"
+    # Anything else in CustomField, or no such callback: the number decides as before.
+    for custom in ("order-123", f"cb:{callback_id + 1000}:1", None):
+        other = await resolve("+918000000000", custom)
+        assert other is not None and other.name == MAIN_FLOW_NAME
+
+
 async def test_default_flow(client: Client, auth, db) -> None:
     listing = (await client.get("/api/flows", headers=auth("admin"))).json()["items"]
     main = next(f for f in listing if f["name"] == MAIN_FLOW_NAME)
