@@ -208,7 +208,7 @@ class CallbackActivities:
             async with self.sessionmaker() as session:
                 prior = await repo.attempt_of(session, req.callback_id, req.attempt)
             if prior.get("callSid"):
-                return DialResult(outcome="placed", call_sid=prior["callSid"])
+                return DialResult(outcome="placed", call_sid=prior["callSid"], first_number=first)
             if prior.get("dialRequestedAt"):
                 # An earlier try sent the create and never learnt the answer: look, never resend.
                 since = datetime.fromisoformat(prior["dialRequestedAt"])
@@ -216,10 +216,10 @@ class CallbackActivities:
                 if sid:
                     await self._mark(req, callSid=sid)
                     log.info("callback_dial_found_earlier_call", call_sid=sid, **log_ctx)
-                    return DialResult(outcome="placed", call_sid=sid)
+                    return DialResult(outcome="placed", call_sid=sid, first_number=first)
                 log.warning("callback_dial_outcome_unknown", **log_ctx)
                 return DialResult(
-                    outcome="unknown",
+                    outcome="unknown", first_number=first,
                     error="an earlier dial try may have placed the call; waiting for its status",
                 )
             await self._mark(req, dialRequestedAt=datetime.now(UTC).isoformat(),
@@ -253,7 +253,7 @@ class CallbackActivities:
                 raise
             await self._mark(req, callSid=placed.sid)
         log.info("callback_dialled", call_sid=placed.sid, **log_ctx)
-        return DialResult(outcome="placed", call_sid=placed.sid)
+        return DialResult(outcome="placed", call_sid=placed.sid, first_number=first)
 
     @activity.defn(name="callback_reconcile")
     async def callback_reconcile(self, req: ReconcileRequest) -> ReconcileResult:

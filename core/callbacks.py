@@ -248,6 +248,7 @@ class DialResult(Wire):
     call_sid: str | None = None
     error: str | None = None
     retry_sensible: bool = True
+    first_number: str | None = None  # the number rung first (where to look the call up)
 
 
 class ReconcileRequest(Wire):

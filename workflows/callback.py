@@ -358,7 +358,9 @@ class CallbackWorkflow:
                 ReconcileRequest(
                     callback_id=start.callback_id, custom_field=field, call_sid=sid,
                     mode=start.mode, customer=start.phone_number,
-                    first_number=start.phone_number if not two_legs else agent_number,
+                    first_number=dialled.first_number or (
+                        agent_number if two_legs else start.phone_number
+                    ),
                     since=self._attempts[-1].started_at,
                 ),
                 result_type=ReconcileResult,
