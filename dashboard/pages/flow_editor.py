@@ -69,10 +69,7 @@ check = top[1].button("Validate", key="ed_validate")
 if top[2].button("Discard changes", key="ed_reload"):
     load_draft()
     st.rerun()
-top[3].caption(
-    f"Draft revision {st.session_state['ed_rev']}"
-    + (" · unsaved changes" if st.session_state.get("ed_dirty") else " · saved")
-)
+status_slot = top[3].empty()  # filled once the canvas has reported this run's edits
 
 canvas = streamlit_flow(
     "ed_canvas_widget",
@@ -87,6 +84,10 @@ canvas = streamlit_flow(
     show_minimap=True,
     hide_watermark=True,
 )
+if canvas.timestamp < st.session_state["ed_canvas"].timestamp:
+    # The component repeats its last report until it sends a new one; a newer state from
+    # Python (reload, added node, applied form) wins over that stale echo.
+    canvas = st.session_state["ed_canvas"]
 st.session_state["ed_canvas"] = canvas
 updated, unlabelled = from_canvas(doc, canvas)
 if updated != doc:
@@ -94,6 +95,16 @@ if updated != doc:
     doc = updated
 st.caption("Drag to move, draw from a node's bottom handle to connect, right-click a node or "
            "edge to delete it. Click a node to configure it below.")
+
+
+def show_status() -> None:
+    status_slot.caption(
+        f"Draft revision {st.session_state['ed_rev']}"
+        + (" · unsaved changes" if st.session_state.get("ed_dirty") else " · saved")
+    )
+
+
+show_status()
 
 if unlabelled:
     with st.form("ed_ports_form"):
@@ -208,6 +219,7 @@ if save:
         if saved is not None:
             st.session_state["ed_rev"] = saved["draftRevision"]
             st.session_state["ed_dirty"] = False
+            show_status()
             st.success(f"Saved as draft revision {saved['draftRevision']}.")
             check = True
         else:

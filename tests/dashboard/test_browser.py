@@ -110,6 +110,20 @@ def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
             expect(canvas).to_be_visible(timeout=30_000)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(SHOTS / "flow-editor.png"), full_page=True)
+            # Dragging a node on the canvas comes back to Python as an edited draft.
+            expect(page.get_by_text("Draft revision 1 · saved")).to_be_visible()
+            node = page.frame_locator("iframe").first.locator(
+                ".react-flow__node", has_text="Main Menu")
+            box = node.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] / 2 + 120, box["y"] + 60, steps=12)
+            page.mouse.up()
+            expect(page.get_by_text("Draft revision 1 · unsaved changes")).to_be_visible(
+                timeout=30_000)
+            page.get_by_role("button", name="Discard changes").click()
+            expect(page.get_by_text("Draft revision 1 · saved")).to_be_visible(timeout=30_000)
 
             # The other pages, for the README and for a person to look over; a caller holds in
             # the tech queue so Live calls has something to show.
