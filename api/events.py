@@ -281,13 +281,14 @@ class LiveEvents:
                 self._expiry.pop(sid, None)
                 await self.sio.disconnect(sid)
         store = get_routing_store(types.SimpleNamespace(app=self.app))  # type: ignore[arg-type]
-        live = await live_routing(store, int(now * 1000))
+        # Never rebuild from here: a background read must not change routing's state.
+        live = await live_routing(store, int(now * 1000), rebuild=False)
         self._gauges(live)
         listeners = list(self.sio.manager.get_participants("/", events.ANALYTICS_ROOM))
         if not listeners:
             return
         async with self.app.state.sessionmaker() as session:
-            snapshot = await dashboard(session, store, BUSINESS_TZ)
+            snapshot = await dashboard(session, store, BUSINESS_TZ, rebuild=False)
         await self.sio.emit(
             "dashboard:metrics", snapshot.model_dump(by_alias=True, mode="json"),
             room=events.ANALYTICS_ROOM,

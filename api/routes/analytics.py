@@ -104,8 +104,9 @@ class DashboardOut(CamelModel):
     as_of: datetime
 
 
-async def live_routing(store: RoutingStore, now_ms: int) -> dict[str, Any]:
-    """Queue and agent figures from Redis (routing's live state)."""
+async def live_routing(store: RoutingStore, now_ms: int, *, rebuild: bool = True) -> dict[str, Any]:
+    """Queue and agent figures from Redis (routing's live state); with `rebuild`, a Redis that
+    lost its data is rebuilt from PostgreSQL first (as routing itself would)."""
     redis: Redis = store.redis
     queue_ids = await store.queue_ids()
     size = 0
@@ -127,7 +128,10 @@ async def live_routing(store: RoutingStore, now_ms: int) -> dict[str, Any]:
                 oldest = arrival if oldest is None else min(oldest, arrival)
                 wait = round(max(0.0, (now_ms - arrival) / 1000), 1)
             per_queue[q] = (n, wait)
-    snaps = await store.snapshots()  # rebuilds Redis from PostgreSQL if it lost its data
+    if rebuild or await store.loaded():
+        snaps = await store.snapshots()
+    else:
+        snaps = []
     available = sum(1 for s in snaps if s.status == "available" and s.free(now_ms))
     return {
         "calls_in_queue": size,
@@ -140,7 +144,12 @@ async def live_routing(store: RoutingStore, now_ms: int) -> dict[str, Any]:
 
 
 async def dashboard(
-    session: AsyncSession, store: RoutingStore, tz_name: str, now: datetime | None = None
+    session: AsyncSession,
+    store: RoutingStore,
+    tz_name: str,
+    now: datetime | None = None,
+    *,
+    rebuild: bool = True,
 ) -> DashboardOut:
     tz = kpi.zone(tz_name)
     now = now or datetime.now(UTC)
@@ -149,7 +158,7 @@ async def dashboard(
     queues = await repo.queue_figures(session, since)
     top = await repo.top_flows(session, since)
     active = await repo.active_calls(session)
-    live = await live_routing(store, int(now.timestamp() * 1000))
+    live = await live_routing(store, int(now.timestamp() * 1000), rebuild=rebuild)
     ended = calls["completed"] + calls["abandoned"] + calls["failed"]
     sl_base = queues["offered"] - queues["short_abandoned"]
     return DashboardOut(
