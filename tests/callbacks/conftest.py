@@ -22,7 +22,6 @@ from core.seed import run_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fakes"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_helpers import serve
 from cb_support import WEBHOOK_TOKEN
 from fake_exotel import FakeExotel

@@ -384,3 +384,34 @@ async def test_queue_offer_handed_off_by_the_routing_engine_is_dialled_agent_fir
     assert (released.reservation_id, released.outcome, released.queue_id) == (
         "lease-20", "answered", refs["queue"])
     assert row.queue_position == 3 and row.source_call_sid == "CAoffer20"
+
+
+async def test_flow_callback_call_runs_the_callbacks_flow_through_our_webhooks(
+    http, manager, worker, api_url, fake, sessionmaker
+):
+    """The fake drives the placed call into our Exotel Passthru (Direction=outbound-api,
+    CustomField): the call gateway runs the callback's flow, not the ExoPhone's."""
+    from core.db.models import FlowExecution
+
+    async with sessionmaker() as session:
+        flows = (await session.scalars(
+            select(Flow.id).where(Flow.live_version.is_not(None)).order_by(Flow.id))).all()
+    flow_id = flows[-1]  # not the default flow, which the ExoPhone would get
+    fake.passthru_url = f"{api_url}/api/exotel/{WEBHOOK_TOKEN}/passthru"
+    try:
+        body = {"phoneNumber": "+919812300030", "asap": True, "flowId": flow_id}
+        cb = (await http.post("/api/callbacks", json=body, headers=manager)).json()
+        row = await _done(sessionmaker, cb["id"])
+    finally:
+        fake.passthru_url = None
+    assert row.status == "completed"
+    sid = row.attempts[0]["callSid"]
+    [call] = [c for c in fake.calls.values() if c.sid == sid]
+    assert call.passthru and call.passthru[0]["status"] == 200, call.passthru
+
+    async def executed():
+        async with sessionmaker() as session:
+            return await session.scalar(select(FlowExecution).where(FlowExecution.call_sid == sid))
+
+    execution = await eventually(executed)
+    assert (execution.flow_id, execution.direction) == (flow_id, "outbound")
