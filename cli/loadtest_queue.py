@@ -46,7 +46,7 @@ class QueueRun:
     waits_s: list[float] = field(default_factory=list)  # answered callers: entry -> dial
     answered_in_sl: int = 0
     abandoned: int = 0
-    timed_out: int = 0
+    ended_unserved: dict[str, int] = field(default_factory=dict)  # hung up on by the flow
     errors: dict[str, int] = field(default_factory=dict)
     poll_ms: list[float] = field(default_factory=list)
     other_ms: list[float] = field(default_factory=list)
@@ -212,14 +212,22 @@ async def caller(
 
     extra: dict[str, str] = {}
     poll = False
+    answered = False
+    last_heard = ""
     for _ in range(2000):
         select = await passthru(extra, poll=poll)
         extra, poll = {}, False
         if select == "hangup":
+            if not answered:
+                # The flow ended the call before an agent: say why (the last words heard).
+                reason = last_heard[:60] or "no prompt"
+                run.ended_unserved[reason] = run.ended_unserved.get(reason, 0) + 1
             return
         if select == "say":
             text = (await client.get(f"{base}/greeting", params={"CallSid": sid})).text
             lines = [line for line in text.splitlines() if line.strip()]
+            spoken = [line for line in lines if not line.startswith(("http://", "https://"))]
+            last_heard = spoken[-1] if spoken else last_heard
             hold = next((int(m.group(1)) for m in map(SILENCE.search, lines) if m), None)
             if hold is None and any("queue" in line for line in lines):
                 hold = 15
@@ -247,6 +255,7 @@ async def caller(
             run.waits_s.append(wait_s)
             run.answered_in_sl += wait_s <= shape.service_level_s
             run.agents_dialled[number] = run.agents_dialled.get(number, 0) + 1
+            answered = True
             talk = rng.expovariate(1 / shape.handle_s)
             busy_until[number] = now + talk * scale
             await asyncio.sleep(talk * scale)
@@ -277,6 +286,7 @@ def summarize(run: QueueRun, shape: Shape, elapsed_s: float) -> dict[str, Any]:
         "agents": shape.agents,
         "answered": answered,
         "abandoned": run.abandoned,
+        "endedUnserved": run.ended_unserved,
         "errors": run.errors,
         "waitS": {
             "avg": round(sum(run.waits_s) / answered, 1) if answered else None,

@@ -12,12 +12,9 @@ agent was assigned, the caller left), the max wait is reached, or an announcemen
 callback offer is due (that segment is a gather, whose answer the workflow must read). Every
 poll it answers marks the entry `seen`, which is what the queue's silence check reads.
 
-The gateway hook this needs (api/call_gateway.py, owned by the call engine): for a data-less
-event whose cached pending reply is a queue hold (`Hold`), call `answer_hold_poll(redis, sid)`
-before forwarding; when it returns a `Hold`, answer the reply with that instruction in place
-of the pending one (cache it as the pending reply for the Exotel greeting fetch) and do not
-update the workflow. The workflow's silence timer must then treat a queued call as alive while
-`hold_seen_ms(redis, sid)` is within a segment plus grace (workflows/call.py).
+The gateway (api/call_gateway.py) calls `HoldPoller.answer` for a data-less return whose
+pending reply is a hold and answers with the segment it returns; the workflow's silence timer
+asks `hold_seen_ms` (activity `call_hold_seen`) before it decides a holding caller is gone.
 """
 
 from __future__ import annotations
@@ -26,10 +23,14 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+import structlog
 
 from core.routing.announce import announcement
 from core.routing.ewt import position_wait_s
+from core.routing.store import RoutingStore
 from core.telephony import Hold, Say
+
+log = structlog.get_logger(__name__)
 
 HOLD_TTL_S = 3600
 
@@ -46,8 +47,11 @@ if due and h[5] == '1' then return {0, 'offer'} end
 redis.call('HSET', KEYS[2], 'seen', now)
 if due then redis.call('HSET', KEYS[1], 'last', now) end
 local r = redis.call('ZRANK', 'queue:' .. h[1] .. ':wait', ARGV[2])
+-- At most one dispatch per queue per interval, whoever polls: agents whose wrap-up ended
+-- (a time, not an event) reach the waiting callers without any workflow being involved.
+local dispatch = redis.call('SET', 'dispatch:' .. h[1], '1', 'NX', 'PX', ARGV[3]) and 1 or 0
 return {1, r and (r + 1) or 0, due and 1 or 0, h[2], h[6] or '15', h[7] or '', h[8] or '',
-        h[9] or '1', h[10] or '1', h[11] or '180', h[12] or '0', h[13] or '0'}
+        h[9] or '1', h[10] or '1', h[11] or '180', h[12] or '0', h[13] or '0', h[1], dispatch}
 """
 
 
@@ -101,18 +105,53 @@ async def clear_hold(redis: aioredis.Redis, call_sid: str) -> None:
 
 
 class HoldPoller:
-    """`answer(sid)`: the next hold segment for a data-less return, or None to forward it."""
+    """`answer(sid)`: the next hold segment for a data-less return, or None to forward it.
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    Polls also drive dispatch (at most once per `dispatch_every_ms` per queue): with polls
+    answered here no workflow activity runs while callers wait, and an agent whose wrap-up
+    has just ended frees up without any event. Give it the app's `RoutingStore` (rebuilds
+    and mirrors to PostgreSQL); without one it uses a bare store on the same Redis, whose
+    reservations are mirrored at the agent's next mirrored change.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: RoutingStore | None = None,
+        *,
+        dispatch_every_ms: int = 1000,
+    ) -> None:
         self.redis = redis
+        self.store = store or RoutingStore(redis)
+        self.dispatch_every_ms = dispatch_every_ms
         self._poll = redis.register_script(_POLL)
 
     async def answer(self, call_sid: str, now_ms: int | None = None) -> Hold | None:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        result = await self._poll(keys=[_key(call_sid), f"qe:{call_sid}"], args=[now, call_sid])
+        result = await self._poll(
+            keys=[_key(call_sid), f"qe:{call_sid}"],
+            args=[now, call_sid, self.dispatch_every_ms],
+        )
         if int(result[0]) != 1:
             return None
-        _, position, due, deadline, seg, music, msg, pos_on, ewt_on, aht, staffed, free = result
+        (
+            _,
+            position,
+            due,
+            deadline,
+            seg,
+            music,
+            msg,
+            pos_on,
+            ewt_on,
+            aht,
+            staffed,
+            free,
+            queue_id,
+            dispatch,
+        ) = result
+        if int(dispatch) and await self._dispatch(int(queue_id), call_sid):
+            return None  # an agent was reserved for this very caller: the workflow dials
         position = int(position)
         remaining_s = max(1.0, (int(deadline) - now) / 1000)
         segment = min(float(seg), remaining_s)
@@ -128,6 +167,15 @@ class HoldPoller:
             )
             announcements = [Say(text=" ".join(words))]
         return Hold(duration_s=segment, music_url=music or None, announcements=announcements)
+
+    async def _dispatch(self, queue_id: int, call_sid: str) -> bool:
+        """Offer free agents to the queue; True if this caller got one."""
+        try:
+            made = await self.store.dispatch(queue_id)
+        except Exception:  # routing state being rebuilt: the next poll tries again
+            log.warning("hold_poll_dispatch_failed", queue_id=queue_id, exc_info=True)
+            return False
+        return any(a.call_sid == call_sid for a in made)
 
 
 async def hold_seen_ms(redis: aioredis.Redis, call_sid: str) -> int | None:

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from core.routing.hold import HoldPoller, HoldRecord, hold_seen_ms, write_hold
+from core.routing.model import Requirements
 from core.routing.store import QueueRouting
 
 QUEUE = QueueRouting(id=7, strategy="longest_idle", skills={"technical": 1}, max_size=5000)
@@ -61,6 +62,25 @@ async def test_poll_answers_with_live_position_and_forwards_changes(store):
     await store.enqueue(QUEUE, "c")
     await write_hold(store.redis, "c", _record(now, offer_callback=True, last_announce_ms=0))
     assert await poller.answer("c", now) is None
+
+
+async def test_polls_hand_an_agent_whose_wrap_up_ended_to_the_head_of_line(store):
+    """No event marks the end of a wrap-up: the callers' own polls (answered here, not by
+    their workflows) must dispatch, and the head of the line then goes to its workflow."""
+    now = int(time.time() * 1000)
+    await store.set_presence(3, "available")  # one call at a time
+    await store.reserve(Requirements(agent_ids=(3,)), "sequential", lease="x", lease_s=60)
+    await store.redis.hset("agent:3", "wrap_s", 1)
+    for sid in ("head", "next"):
+        await store.enqueue(QUEUE, sid)
+        await write_hold(store.redis, sid, _record(now))
+    await store.release("x", handled=True)  # agent 3 wraps up for 1 s
+    poller = HoldPoller(store.redis, store, dispatch_every_ms=50)
+    assert await poller.answer("next") is not None  # still wrapping up: both keep holding
+    await asyncio.sleep(1.1)
+    assert await poller.answer("next") is not None  # dispatch ran: the head got agent 3
+    assert (await store.poll("head")).status == "assigned"
+    assert await poller.answer("head") is None  # so its workflow gets this return and dials
 
 
 async def test_hold_poll_throughput(store, redis_url):
