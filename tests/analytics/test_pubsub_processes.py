@@ -35,6 +35,8 @@ def proc_env(an_settings) -> dict[str, str]:
         "TEMPORAL_ADDRESS": an_settings.temporal_address,
         "TEMPORAL_TASK_QUEUE": an_settings.temporal_task_queue,
         "IVR_CALL_GRACE_S": "1.5",
+        # The latency benchmark measures the event path, not the sandbox's per-call re-import.
+        "IVR_WORKFLOW_SANDBOX": "false",
         "IVR_BUSINESS_HOURS_CLOCK": "2026-01-05T11:00:00+05:30",
     }
 
