@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-
 MAX_CONNECTIONS = 200
 
 
