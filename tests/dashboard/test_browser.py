@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed only on request (IVR_UPDATE_SCREENSHOTS=1), so a test
+# run never leaves tracked files changed; otherwise they go to a scratch folder.
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = shutil.which("chromium")
 FLAGS = [
     "--no-sandbox",
@@ -70,10 +72,11 @@ def dashboard_url(backend) -> Iterator[str]:
             proc.kill()
 
 
-def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
+def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = DOCS_SHOTS if os.environ.get("IVR_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
@@ -87,12 +90,12 @@ def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
             expect(page.get_by_text("Calls today")).to_be_visible(timeout=30_000)
             expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(1500)  # let the charts finish drawing
-            page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+            page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
             page.get_by_text("Wallboard mode").click()
             expect(page.locator(".wb-tile").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(500)
-            page.screenshot(path=str(SHOTS / "wallboard.png"))
+            page.screenshot(path=str(shots / "wallboard.png"))
             page.get_by_text("Wallboard mode").click()
 
             page.get_by_role("link", name="Flows").click()
@@ -101,7 +104,7 @@ def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
             expect(graph).to_be_visible(timeout=30_000)
             assert graph.locator("g.node").count() >= 17  # the seeded flow's nodes, drawn
             page.wait_for_timeout(500)
-            page.screenshot(path=str(SHOTS / "flow-graph.png"), full_page=True)
+            page.screenshot(path=str(shots / "flow-graph.png"), full_page=True)
 
             page.get_by_role("link", name="Flow editor").click()
             expect(page.get_by_role("heading", name="Flow editor")).to_be_visible(
@@ -109,7 +112,7 @@ def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
             canvas = page.frame_locator("iframe").first.locator(".react-flow__node").first
             expect(canvas).to_be_visible(timeout=30_000)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(SHOTS / "flow-editor.png"), full_page=True)
+            page.screenshot(path=str(shots / "flow-editor.png"), full_page=True)
             # Dragging a node on the canvas comes back to Python as an edited draft.
             expect(page.get_by_text("Draft revision 1 · saved")).to_be_visible()
             node = page.frame_locator("iframe").first.locator(
@@ -140,10 +143,10 @@ def test_sign_in_overview_and_flow_graph_in_chromium(backend, dashboard_url):
                 expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=30_000)
                 page.wait_for_load_state("networkidle")
                 page.wait_for_timeout(1500)
-                page.screenshot(path=str(SHOTS / name), full_page=True)
+                page.screenshot(path=str(shots / name), full_page=True)
             backend.run(backend.hang_up(held))
         finally:
             browser.close()
     for name in ("overview.png", "wallboard.png", "flow-graph.png", "flow-editor.png",
                  "live-calls.png"):
-        assert (SHOTS / name).stat().st_size > 10_000, name
+        assert (shots / name).stat().st_size > 10_000, name
