@@ -20,6 +20,7 @@ from activities import build_activities
 from activities.callback_queue import run_callback_dispatcher
 from core.config import Settings
 from core.logging import configure_logging
+from core.metrics import ActivityFailureInterceptor, serve_worker_metrics
 from core.temporal import connect, temporal_target
 from workflows import WORKFLOWS, workflow_runner
 
@@ -54,7 +55,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             activities=list(activities),
             workflow_runner=workflow_runner(sandboxed=settings.workflow_sandbox),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            interceptors=[ActivityFailureInterceptor()],
         )
+        if settings.worker_metrics_port:
+            serve_worker_metrics(settings.worker_metrics_port)
         log.info(
             "worker_started",
             temporal=target,

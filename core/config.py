@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", validation_alias="IVR_API_HOST")
     api_port: int = Field(default=8000, validation_alias="IVR_API_PORT")
     dashboard_port: int = Field(default=8501, validation_alias="IVR_DASHBOARD_PORT")
+    # Prometheus metrics of a worker process (activity failures, …); 0 = not served.
+    worker_metrics_port: int = Field(
+        default=0, ge=0, le=65535, validation_alias="IVR_WORKER_METRICS_PORT"
+    )
 
     # Secrets.
     jwt_secret: SecretStr = Field(
