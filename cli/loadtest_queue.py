@@ -49,6 +49,7 @@ class QueueRun:
     ended_unserved: dict[str, int] = field(default_factory=dict)  # hung up on by the flow
     errors: dict[str, int] = field(default_factory=dict)
     poll_ms: list[float] = field(default_factory=list)
+    poll_at: list[float] = field(default_factory=list)  # monotonic time of each hold poll
     other_ms: list[float] = field(default_factory=list)
     agents_dialled: dict[str, int] = field(default_factory=dict)
     overlaps: int = 0  # an agent's number dialled while its previous call was still on
@@ -67,6 +68,7 @@ class Shape:
     time_scale: float
     service_level_s: int
     seed: int
+    max_real_s: float | None = None  # stop callers still holding after this many real seconds
 
 
 class Setup:
@@ -206,6 +208,8 @@ async def caller(
         response = await client.get(f"{base}/passthru", params=params(**extra))
         elapsed = (time.perf_counter() - started) * 1000
         (run.poll_ms if poll else run.other_ms).append(elapsed)
+        if poll:
+            run.poll_at.append(time.monotonic())
         if response.status_code != 200:
             raise RuntimeError(f"http_{response.status_code}")
         return str(response.json()["select"])
@@ -272,6 +276,19 @@ async def caller(
     run.error("too_many_turns")
 
 
+def peak_rate(times: list[float], window_s: float) -> float | None:
+    """The most events in any `window_s` window, per second."""
+    if not times:
+        return None
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] > window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return round(best / window_s, 1)
+
+
 def summarize(run: QueueRun, shape: Shape, elapsed_s: float) -> dict[str, Any]:
     answered = len(run.waits_s)
     offered = answered + run.abandoned
@@ -297,6 +314,7 @@ def summarize(run: QueueRun, shape: Shape, elapsed_s: float) -> dict[str, Any]:
         "serviceLevelS": shape.service_level_s,
         "holdPolls": polls,
         "holdPollsPerS": round(polls / elapsed_s, 1) if elapsed_s else None,
+        "holdPollsPerSPeak10s": peak_rate(run.poll_at, 10.0),
         "holdPollMs": {
             "p50": pct(run.poll_ms, 50),
             "p95": pct(run.poll_ms, 95),
@@ -347,9 +365,14 @@ async def run_queue_load(
                 except Exception as exc:  # one caller's failure is a figure, not a crash
                     run.error(type(exc).__name__ if not str(exc).startswith("http_") else str(exc))
 
-            await asyncio.gather(*(one(i) for i in range(shape.callers)))
+            tasks = [asyncio.create_task(one(i)) for i in range(shape.callers)]
+            _, pending = await asyncio.wait(tasks, timeout=shape.max_real_s)
+            for task in pending:  # still holding at the end of the run: they hang up
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             elapsed = time.monotonic() - started
             report = summarize(run, shape, elapsed)
+            report["stillHoldingAtEnd"] = len(pending)
             report["queueStats"] = await setup.stats()
         finally:
             await setup.remove()
@@ -382,6 +405,9 @@ def loadtest_queue(
         DEFAULT_CALLED
     ),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    max_real_s: Annotated[
+        float | None, typer.Option(min=1, help="Stop after this many real seconds.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Queue load: more callers than agents; wait, service level, abandons and hold polls."""
@@ -400,6 +426,7 @@ def loadtest_queue(
         time_scale=time_scale,
         service_level_s=service_level_s,
         seed=seed,
+        max_real_s=max_real_s,
     )
     report = asyncio.run(
         run_queue_load(api, token, shape, username=username, password=password, called=called)
