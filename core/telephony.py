@@ -143,26 +143,21 @@ class Reply(Wire):
         return _terminal(self.then[-1] if self.then else self.instructions)
 
     def pieces(self) -> list[Reply]:
-        """Every segment as a Reply of its own, in the order the carrier gets them."""
-        head = self.model_copy(update={"then": []})
-        rest = [
-            Reply(
-                instructions=piece,
-                expected_duration_s=expected_duration_s(piece),
-                turn=self.turn,
-                final=any(item.kind == "hangup" for item in piece),
-            )
-            for piece in self.then
-        ]
-        if rest:
-            head = head.model_copy(
+        """Every segment as a Reply of its own, in the order the carrier gets them: each
+        with its own duration and whether it hangs up."""
+        if not self.then:
+            return [self]
+        return [
+            self.model_copy(
                 update={
-                    "expected_duration_s": expected_duration_s(self.instructions),
-                    "final": any(item.kind == "hangup" for item in self.instructions),
+                    "instructions": segment,
+                    "then": [],
+                    "expected_duration_s": expected_duration_s(segment),
+                    "final": any(item.kind == "hangup" for item in segment),
                 }
             )
-        return [head, *rest]
-
+            for segment in (self.instructions, *self.then)
+        ]
 
 def _terminal(instructions: list[Instruction]) -> Instruction | None:
     last = instructions[-1] if instructions else None
