@@ -93,12 +93,13 @@ async def _tables(url: str) -> set[str]:
 
 def test_history_has_one_head() -> None:
     # 0002_routing: agents keep their mirrored live state (issue 6).
-    assert migrate.head() == "0002"
+    # 0003_carrier_status_events: every status callback stored raw (issue 9).
+    assert migrate.head() == "0003"
 
 
 async def test_upgrade_check_downgrade_and_upgrade_again(empty_db: str) -> None:
     expected = set(Base.metadata.tables)
-    assert len(expected) == 16
+    assert len(expected) == 17
     assert await asyncio.to_thread(migrate.current, empty_db) is None
 
     await asyncio.to_thread(migrate.upgrade, empty_db)

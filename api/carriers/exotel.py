@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.carriers import params as p
-from api.carriers.callback_status import route_callback_status
+from api.carriers.callback_status import route_callback_status, store_status
 from api.carriers.gateway import CallGateway, CallGatewayDep, CallOver, UnknownCall, deliver_end
 from core.errors import Conflict, Forbidden, NotFound
 from core.phone import mask
@@ -336,9 +336,12 @@ async def exotel_status(request: Request, gateway: CallGatewayDep) -> JSONRespon
         custom_field=params.text("CustomField"),
         received_at_ms=int(time.time() * 1000),
     )
+    stored = await store_status(request, params, carrier="exotel")  # every one, raw
     await route_callback_status(request, params)  # a callback's call: stored and routed too
     await deliver_end(gateway, event)
     log.info("exotel_status", call_sid=sid, status=event.call_status, caller=mask(event.caller))
+    if not stored:  # routed, but not kept: Exotel sends it again on a non-200
+        raise p.CarrierUnavailable("the status callback could not be stored; send it again")
     return JSONResponse({"received": True})
 
 

@@ -75,6 +75,8 @@ class Params:
         self, query: list[tuple[str, str]], body: list[tuple[str, str]] | None = None
     ) -> None:
         self.body_pairs = body or []  # as sent, for signature checks
+        # A JSON body as sent, nested values too (Exotel's `Legs`), for storing it raw.
+        self.document: dict[str, Any] | None = None
         self._values: dict[str, str] = {}
         for key, value in [*query, *self.body_pairs]:
             self._values.setdefault(key.lower(), value)
@@ -108,13 +110,17 @@ def _check_sizes(pairs: Iterable[tuple[str, str]]) -> None:
             raise bad_request(f"parameter {key[:64]!r} is longer than 1 kB")
 
 
-def _json_pairs(body: bytes) -> list[tuple[str, str]]:
+def _json_document(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise bad_request("request body is not valid JSON") from err
     if not isinstance(data, dict):
         raise bad_request("JSON body must be an object")
+    return data
+
+
+def _json_pairs(data: dict[str, Any]) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for key, value in data.items():
         if isinstance(value, bool):
@@ -156,12 +162,14 @@ async def read_params(request: Request) -> Params:
         raise PayloadTooLarge("query string is longer than 8 kB")
     query = list(request.query_params.multi_items())
     body_pairs: list[tuple[str, str]] = []
+    document: dict[str, Any] | None = None
     if request.method in ("POST", "PUT", "PATCH"):
         body = await _read_body(request)
         if body.strip():
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type == "application/json" or content_type.endswith("+json"):
-                body_pairs = _json_pairs(body)
+                document = _json_document(body)
+                body_pairs = _json_pairs(document)
             elif content_type in ("", "application/x-www-form-urlencoded", "text/plain"):
                 body_pairs = _form_pairs(body)
             else:
@@ -169,6 +177,7 @@ async def read_params(request: Request) -> Params:
     _check_sizes(query)
     _check_sizes(body_pairs)
     params = Params(query, body_pairs)
+    params.document = document
     request.state.carrier_params = params
     return params
 

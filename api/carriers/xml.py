@@ -27,6 +27,7 @@ from twilio.twiml.voice_response import Gather as TwimlGather
 from twilio.twiml.voice_response import VoiceResponse
 
 from api.carriers import params as p
+from api.carriers.callback_status import store_status
 from api.carriers.gateway import CallGateway, CallGatewayDep, CallOver, UnknownCall, deliver_end
 from core.config import Env, Settings
 from core.errors import Forbidden, NotFound
@@ -326,11 +327,14 @@ async def ivr_status(request: Request, call: XmlCall, gateway: CallGatewayDep) -
         )
         return await _advance(request, call, gateway, event)
     sid = p.call_sid(params)
+    stored = await store_status(request, params, carrier=call.carrier)  # every one, raw
     status = (params.text("CallStatus", "Status") or "").lower()
     if status in END_STATUSES:
         event = _event(call, EventKind.ended)
         await deliver_end(gateway, event)
         log.info("xml_call_ended", call_sid=sid, status=status, caller=mask(event.caller))
+    if not stored:  # the carrier sends it again on a non-2xx
+        raise p.CarrierUnavailable("the status callback could not be stored; send it again")
     return _xml(str(VoiceResponse()))
 
 

@@ -469,6 +469,32 @@ class VoiceCallback(TimestampMixin, Base):
     completed_at: Mapped[datetime | None]
 
 
+class CarrierStatusEvent(Base):
+    """One status callback from a carrier, stored raw: every call's (inbound flows' and the
+    calls placed for callbacks), whatever its workflow made of it. A carrier retry of the same
+    callback (same call, same payload) is stored once."""
+
+    __tablename__ = "carrier_status_events"
+    __table_args__ = (
+        UniqueConstraint("call_sid", "payload_hash"),
+        Index("ix_carrier_status_events_received_at", "received_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    carrier: Mapped[str] = mapped_column(String(16), server_default="exotel")
+    call_sid: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(32))
+    custom_field: Mapped[str | None] = mapped_column(String(128))
+    # The callback whose call this was (CustomField cb:{id}:{attempt}); kept when it is purged.
+    callback_id: Mapped[int | None] = mapped_column(
+        ForeignKey("voice_callbacks.id", ondelete="SET NULL"), index=True
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=_jsonb_default("{}"))
+    # sha256 of the payload's canonical JSON: what makes a retried callback the same one.
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class SmsCallback(Base):
     """An SMS sent or a delivery report received, stored raw."""
 

@@ -25,10 +25,20 @@ from activities.callback_queue import run_callback_dispatcher
 from activities.callbacks import CallbackActivities
 from activities.calls import CallActivities
 from activities.carrier import CarrierActivities
+from activities.logic import LogicActivities
 from api.main import create_app
 from core.callbacks import QueueDialDone, QueueHold
 from core.config import Settings
-from core.db.models import Agent, AuditLog, Flow, Queue, SmsCallback, VoiceCallback
+from core.db.models import (
+    Agent,
+    AuditLog,
+    CarrierStatusEvent,
+    Flow,
+    FlowExecution,
+    Queue,
+    SmsCallback,
+    VoiceCallback,
+)
 from core.redis import make_redis
 from core.routing.callbacks import READY_LIST, CallbackReady
 from core.temporal import with_data_converter
@@ -36,6 +46,7 @@ from workflows import WORKFLOWS, workflow_runner
 
 pytestmark = pytest.mark.slow
 STATUS = f"/api/exotel/{WEBHOOK_TOKEN}/status"
+PASSTHRU = f"/api/exotel/{WEBHOOK_TOKEN}/passthru"
 SMS_STATUS = f"/api/exotel/{WEBHOOK_TOKEN}/sms-status"
 
 
@@ -79,6 +90,7 @@ async def worker(
         activities=[
             *CallActivities(sessionmaker).all(),
             *CarrierActivities(settings, http).all(),
+            *LogicActivities(settings, sessionmaker, http).all(),
             *CallbackActivities(settings, sessionmaker, http).all(),
             hold_double,
             release_double,
@@ -322,12 +334,64 @@ async def test_status_callback_form_for_a_callback_is_stored_and_routed(
     assert first.status_code == again.status_code == 200
     row = await load(sessionmaker, cb["id"])
     assert [e["payload"] for e in row.carrier_events] == [form]
+    stored = await _status_events(sessionmaker, "CAformstatus1")
+    assert [(e.callback_id, e.custom_field, e.status, e.payload) for e in stored] == [
+        (cb["id"], f"cb:{cb['id']}:1", "busy", form)]
     # An unrelated call's status, or a CustomField that is not ours, touches no callback.
     other = await http.post(STATUS, json={"CallSid": "CAother", "Status": "completed",
                                           "CustomField": "crm-123"})
     assert other.status_code == 200
     assert_error(await http.post(STATUS, data={"Status": "completed"}), 400)
     await http.delete(f"/api/callbacks/{cb['id']}", headers=manager)
+
+
+async def _status_events(sessionmaker, call_sid: str) -> list[CarrierStatusEvent]:
+    async with sessionmaker() as session:
+        return list((await session.scalars(
+            select(CarrierStatusEvent).where(CarrierStatusEvent.call_sid == call_sid)
+            .order_by(CarrierStatusEvent.id))).all())
+
+
+async def test_inbound_call_status_callback_is_stored_raw_once_and_ends_the_call(
+    http, worker, sessionmaker
+):
+    """An ordinary inbound call (no callback's CustomField): its status callback lands raw in
+    carrier_status_events (JSON whole, nested Legs too), Exotel's retry of it is stored once,
+    and it still ends the call's workflow."""
+    sid = f"CAinbound{uuid.uuid4().hex[:16]}"
+    first_turn = await http.get(PASSTHRU, params={
+        "CallSid": sid, "CallFrom": "09812300040", "CallTo": "08047112233",
+        "Direction": "incoming", "CurrentTime": "2026-11-28 10:00:00"})
+    assert first_turn.status_code == 200, first_turn.text
+
+    async def running() -> FlowExecution | None:
+        async with sessionmaker() as session:
+            return await session.scalar(select(FlowExecution).where(FlowExecution.call_sid == sid))
+
+    assert (await eventually(running)).status == "in_progress"
+    body = {"CallSid": sid, "EventType": "terminal", "Status": "completed",
+            "From": "09812300040", "To": "08047112233", "Direction": "inbound",
+            "ConversationDuration": 0, "RecordingUrl": None,
+            "Legs": [{"Status": "completed", "OnCallDuration": 12}]}
+    first = await http.post(STATUS, json=body)
+    retry = await http.post(STATUS, json=body)
+    assert (first.status_code, retry.status_code) == (200, 200), (first.text, retry.text)
+    [event] = await _status_events(sessionmaker, sid)
+    assert event.payload == body
+    assert (event.carrier, event.status, event.custom_field, event.callback_id) == (
+        "exotel", "completed", None, None)
+    # A later, different callback for the same call is another event.
+    assert (await http.post(STATUS, data={"CallSid": sid, "Status": "completed"})).status_code \
+        == 200
+    assert len(await _status_events(sessionmaker, sid)) == 2
+
+    async def ended() -> FlowExecution | None:
+        async with sessionmaker() as session:
+            row = await session.scalar(select(FlowExecution).where(FlowExecution.call_sid == sid))
+        return row if row is not None and row.status != "in_progress" else None
+
+    execution = await eventually(ended)
+    assert execution.end_reason in ("caller_hung_up", "completed"), execution.end_reason
 
 
 async def test_sms_status_reports_are_stored(http, sessionmaker):

@@ -459,6 +459,28 @@ async def test_status_callback_get(client: httpx.AsyncClient, gateway: ScriptedG
     assert gateway.ends[-1].call_status == "completed"
 
 
+async def test_status_callback_not_stored_is_routed_then_503_for_the_retry(
+    client: httpx.AsyncClient, gateway: ScriptedGateway, live_server: LiveServer
+) -> None:
+    """A database that cannot take the raw callback: the call still ends, and the 503 makes
+    Exotel send the callback again (it retries without a 200) so that it is stored then."""
+
+    class Down:
+        def begin(self) -> Any:
+            raise ConnectionRefusedError("database down")
+
+    sid = new_sid()
+    live_server.app.state.sessionmaker = Down()
+    try:
+        response = await client.post(f"{BASE}/status", json={"CallSid": sid, "Status": "busy"})
+    finally:
+        del live_server.app.state.sessionmaker
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable"
+    assert "could not be stored" in response.json()["detail"]
+    assert (gateway.ends[-1].call_sid, gateway.ends[-1].call_status) == (sid, "busy")
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 
