@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core import business_hours, events
+from core import business_hours, events, sms
 from core.callbacks import (
     BusinessHoursAnswer,
     BusinessHoursQuery,
@@ -99,11 +99,6 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-class _Blank(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
 
 
 class CallbackActivities:
@@ -304,41 +299,62 @@ class CallbackActivities:
 
     # --- SMS ---------------------------------------------------------------------------------
 
+    def _sms_skip_reason(self, req: SmsRequest) -> str | None:
+        """Why this SMS is not sent at all (a setting missing, no number to send to), if so."""
+        if not self.settings.exotel_sms_sender:
+            return "SMS is not configured (EXOTEL_SMS_SENDER)"
+        if self.exotel is None:
+            return "Exotel is not configured (EXOTEL_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN)"
+        if sms.sms_number(req.to) is None:
+            return "no phone number an SMS can go to"
+        if req.kind not in sms.SMS_KINDS:
+            return f"unknown SMS kind {req.kind!r}"
+        return None
+
     def _sms_body(self, req: SmsRequest) -> str:
-        templates = {
-            "callback_scheduled": self.settings.callback_sms_template,
-            "voicemail": self.settings.sms_voicemail_template,
-            "missed_call": self.settings.sms_missed_call_template,
-        }
-        if req.kind not in templates:
-            raise ApplicationError(f"unknown SMS kind {req.kind!r}", non_retryable=True)
+        """The text: the node's template if it gave one, else the kind's from settings."""
+        template = req.template or self.settings.sms_template(req.kind) or ""
         variables = dict(req.variables)
         when = variables.get("at")
         if when and "time" not in variables:
-            variables["time"] = format_local_time(
-                datetime.fromisoformat(when), self.settings.callback_sms_timezone
-            )
-        return templates[req.kind].format_map(_Blank(variables))[:2000]
+            try:
+                variables["time"] = format_local_time(
+                    datetime.fromisoformat(when), self.settings.callback_sms_timezone
+                )
+            except ValueError:
+                pass  # not a time: the template renders {{ time }} empty
+        return sms.render(template, variables)
+
+    def _sms_marker(self, req: SmsRequest) -> str | None:
+        return req.custom_field or sms.marker(
+            req.kind, callback_id=req.callback_id, call_sid=req.call_sid
+        )
 
     @activity.defn(name="sms_send")
     async def sms_send(self, req: SmsRequest) -> SmsResult:
-        """Send a templated SMS through Exotel (DLT ids from settings); stored in sms_callbacks."""
-        if self.exotel is None or not self.settings.exotel_sms_sender:
-            return SmsResult(sent=False, error="SMS is not configured (EXOTEL_SMS_SENDER)")
+        """Send a templated SMS through Exotel (DLT ids from settings or the node); stored in
+        sms_callbacks. Not configured, or nothing to send to: skipped with a log line."""
+        skipped = self._sms_skip_reason(req)
+        if skipped is not None:
+            log.info("sms_skipped", kind=req.kind, to=mask(req.to), reason=skipped)
+            return SmsResult(sent=False, error=skipped)
+        assert self.exotel is not None
         body = self._sms_body(req)
-        marker = req.custom_field or (
-            f"cb:{req.callback_id}:sms:{req.kind}" if req.callback_id is not None else None
-        )
+        if not body:
+            log.info("sms_skipped", kind=req.kind, to=mask(req.to), reason="empty text")
+            return SmsResult(sent=False, error="the SMS text rendered empty")
+        marker = self._sms_marker(req)
         async with self.sessionmaker() as session:
             if marker and (done := await repo.sms_sent_for(session, marker)) is not None:
                 return SmsResult(sent=True, sid=done.sms_sid, status=done.status)
+        dlt_template_id = self.settings.dlt_template_id(req.kind, req.dlt_template_id)
         try:
             sent = await self.exotel.send_sms(
                 sender=self.settings.exotel_sms_sender,
                 to_number=req.to,
                 body=body,
                 dlt_entity_id=self.settings.exotel_dlt_entity_id or None,
-                dlt_template_id=self.settings.exotel_dlt_template_id or None,
+                dlt_template_id=dlt_template_id,
                 status_callback=sms_status_url(self.settings),
                 custom_field=marker,
             )
@@ -347,16 +363,60 @@ class CallbackActivities:
                 raise  # 429: back off and send again
             log.warning("sms_not_sent", kind=req.kind, to=mask(req.to), status=err.status)
             return SmsResult(sent=False, error=str(err))
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise  # never reached Exotel: sending again is safe
+        except httpx.HTTPError as err:
+            # Sent, but no answer: Exotel may have the SMS, so it is never sent blindly again.
+            log.warning("sms_outcome_unknown", kind=req.kind, to=mask(req.to),
+                        error=type(err).__name__)
+            return SmsResult(sent=False, error=f"no answer from Exotel ({type(err).__name__}); "
+                                               "the SMS may have been sent")
         async with self.sessionmaker.begin() as session:
             await repo.record_sms(
                 session, sms_sid=sent.sid, to_number=req.to,
                 from_number=self.settings.exotel_sms_sender, status=sent.status,
                 detailed_status=sent.detailed_status, callback_id=req.callback_id,
                 payload={"direction": "outbound", "kind": req.kind, "body": body,
-                         "customField": marker},
+                         "customField": marker, "callSid": req.call_sid,
+                         "dltTemplateId": dlt_template_id},
             )
         log.info("sms_sent", kind=req.kind, to=mask(req.to), sms_sid=sent.sid)
         return SmsResult(sent=True, sid=sent.sid, status=sent.status)
+
+    @activity.defn(name="sms_dispatch")
+    async def sms_dispatch(self, req: SmsRequest) -> SmsResult:
+        """Hand one SMS to its own SmsWorkflow (`sms-{marker}`), which sends it with retries.
+
+        For a call's end: its end actions are retried until they succeed and hold up the
+        call's final record, so the SMS itself (Exotel slow, throttling, down) is sent outside
+        them. Starting is idempotent (a retry finds the workflow started). Not configured, or
+        nothing to send to: skipped with a log line (`status` "skipped"), never an error."""
+        skipped = self._sms_skip_reason(req)
+        marker = self._sms_marker(req)
+        if skipped is None and marker is None:
+            skipped = "the SMS follows no call or callback"
+        if skipped is not None:
+            log.info("sms_skipped", kind=req.kind, to=mask(req.to), reason=skipped,
+                     call_sid=req.call_sid)
+            return SmsResult(sent=False, status="skipped", error=skipped)
+        assert marker is not None
+        from temporalio.common import WorkflowIDReusePolicy
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        workflow_id = sms.workflow_id(marker)
+        try:
+            await activity.client().start_workflow(
+                sms.SMS_WORKFLOW,
+                req.model_copy(update={"custom_field": marker}),
+                id=workflow_id,
+                task_queue=activity.info().task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # this activity's earlier try started it
+        log.info("sms_dispatched", kind=req.kind, to=mask(req.to), workflow_id=workflow_id,
+                 call_sid=req.call_sid)
+        return SmsResult(sent=False, status="dispatched")
 
     # --- the queue's callback offer ----------------------------------------------------------
 
@@ -400,6 +460,7 @@ class CallbackActivities:
             self.callback_reconcile,
             self.callback_business_hours,
             self.sms_send,
+            self.sms_dispatch,
             self.callback_request_from_queue,
         ]
 

@@ -283,13 +283,18 @@ class BusinessHoursAnswer(Wire):
 
 
 class SmsRequest(Wire):
-    """An SMS from a template kind (callback_scheduled, voicemail, missed_call)."""
+    """An SMS of a kind (core.sms.SMS_KINDS): the kind's text from settings, or `template`
+    (a flow node's), rendered with `variables` (`at`, an ISO time, also gives `time`)."""
 
     to: str
     kind: str
     variables: dict[str, str] = Field(default_factory=dict)
     callback_id: int | None = None
+    # Exotel's CustomField on the SMS; also what makes a retried send find the first one.
     custom_field: str | None = None
+    template: str | None = None
+    dlt_template_id: str | None = None
+    call_sid: str | None = None  # the call whose outcome this SMS follows
 
 
 class SmsResult(Wire):

@@ -102,14 +102,23 @@ class Settings(BaseSettings):
     exotel_caller_id: str = ""
     exotel_sms_sender: str = ""
     exotel_dlt_entity_id: str = ""
+    # The DLT template id of every SMS kind (core.sms), and per kind where texts differ (JSON:
+    # {"voicemail": "1107…", "missed_call": "1107…"}); a flow node may name its own.
     exotel_dlt_template_id: str = ""
+    exotel_dlt_template_ids: dict[str, str] = Field(default_factory=dict)
     # Ring time per leg and the longest a callback call may last (Exotel caps it at 4 hours).
     callback_ring_timeout_s: int = Field(default=30, ge=5, le=120)
     callback_time_limit_s: int = Field(default=1800, ge=60, le=14400)
     # How late a callback call's status callback may come before Exotel is asked directly.
     callback_status_grace_s: int = Field(default=120, ge=1, le=3600)
-    # "We will call you back at {time}": sent when a callback is scheduled, if SMS is set up.
-    callback_sms_template: str = "We will call you back at {time}."
+    # SMS texts per kind (core.sms; `{{ variables }}`, `{time}` also read as `{{ time }}`),
+    # used when a flow node gives none. Sent only when EXOTEL_SMS_SENDER is set.
+    # "We will call you back at 4:30 pm": a callback scheduled (POST /api/callbacks, sendSms).
+    callback_sms_template: str = "We will call you back at {{ time }}."
+    # A queue callback (the queue's "press 1" offer, or sendSms with a queueId): no time yet.
+    sms_callback_queued_template: str = (
+        "We will call you back when it is your turn. You keep your place in the queue."
+    )
     sms_voicemail_template: str = "Thank you for your message. We will get back to you soon."
     sms_missed_call_template: str = "Sorry we missed your call. We will call you back shortly."
     callback_sms_timezone: str = "Asia/Kolkata"
@@ -180,6 +189,51 @@ class Settings(BaseSettings):
         if secret is not None:
             return secret.get_secret_value()
         return os.environ.get(f"IVR_API_SECRET_{name}")
+
+    def sms_template(self, kind: str) -> str | None:
+        """The settings' text of an SMS kind (core.sms.SMS_KINDS); None for an unknown kind."""
+        return {
+            "callback_scheduled": self.callback_sms_template,
+            "callback_queued": self.sms_callback_queued_template,
+            "voicemail": self.sms_voicemail_template,
+            "missed_call": self.sms_missed_call_template,
+        }.get(kind)
+
+    def dlt_template_id(self, kind: str, override: str | None = None) -> str | None:
+        """The DLT template id an SMS is sent under: the node's, the kind's, else the default."""
+        return override or self.exotel_dlt_template_ids.get(kind) or (
+            self.exotel_dlt_template_id or None
+        )
+
+    @model_validator(mode="after")
+    def _sms_settings_usable(self) -> Settings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from core import sms
+
+        problems: list[str] = []
+        for kind in sms.SMS_KINDS:
+            error = sms.check_template(self.sms_template(kind) or "")
+            if error is not None:
+                problems.append(f"the {kind} SMS template does not parse: {error}")
+        for name, value in (("EXOTEL_DLT_ENTITY_ID", self.exotel_dlt_entity_id),
+                            ("EXOTEL_DLT_TEMPLATE_ID", self.exotel_dlt_template_id)):
+            if value and not sms.valid_dlt_id(value):
+                problems.append(f"{name} must be 6-32 digits")
+        for kind, value in self.exotel_dlt_template_ids.items():
+            if kind not in sms.SMS_KINDS:
+                problems.append(f"EXOTEL_DLT_TEMPLATE_IDS: unknown SMS kind {kind!r} "
+                                f"(kinds: {', '.join(sms.SMS_KINDS)})")
+            elif not sms.valid_dlt_id(value):
+                problems.append(f"EXOTEL_DLT_TEMPLATE_IDS[{kind}] must be 6-32 digits")
+        try:
+            ZoneInfo(self.callback_sms_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"CALLBACK_SMS_TIMEZONE: unknown time zone "
+                            f"{self.callback_sms_timezone!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _no_test_clock_in_production(self) -> Settings:

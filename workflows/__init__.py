@@ -11,8 +11,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from workflows.call import CallWorkflow
 from workflows.callback import CallbackWorkflow
+from workflows.sms import SmsWorkflow
 
-WORKFLOWS: list[type] = [CallWorkflow, CallbackWorkflow]
+WORKFLOWS: list[type] = [CallWorkflow, CallbackWorkflow, SmsWorkflow]
 
 # Pure, deterministic libraries the workflows use, loaded once outside the sandbox instead of
 # re-imported per workflow run (Jinja2 also builds caches guarded by locks at first use).

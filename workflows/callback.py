@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         custom_field,
         retry_delay_s,
     )
+    from core.sms import CALLBACK_QUEUED, CALLBACK_SCHEDULED
 
 # Records must land: retry until the database is back.
 WRITE_RETRY = RetryPolicy(
@@ -79,6 +80,8 @@ QUICK_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds
 MAX_RECONCILES = 6
 # Consecutive "closed" answers before a schedule that never opens fails the callback.
 MAX_CLOSED_MOVES = 50
+# Queue callbacks with sendSms get an SMS too (before this, only timed ones did).
+QUEUE_SMS_PATCH = "sms-for-queue-callbacks"
 
 
 @workflow.defn(name=CALLBACK_WORKFLOW)
@@ -159,8 +162,12 @@ class CallbackWorkflow:
     @workflow.run
     async def run(self, start: CallbackStart) -> CallbackOutcome:
         await self._write(self._status, next_attempt_at=self._due)
-        if start.send_sms and start.mode != CallbackMode.queue:
-            await self._sms_scheduled()
+        if start.send_sms:
+            if start.mode != CallbackMode.queue:
+                await self._sms_scheduled(CALLBACK_SCHEDULED)
+            elif workflow.patched(QUEUE_SMS_PATCH):
+                # A queue callback has no time yet: "we will call you back when it is your turn".
+                await self._sms_scheduled(CALLBACK_QUEUED)
         closed_moves = 0
         while True:
             if not await self._wait_until_due():
@@ -429,22 +436,25 @@ class CallbackWorkflow:
             retry_policy=WRITE_RETRY,
         )
 
-    async def _sms_scheduled(self) -> None:
+    async def _sms_scheduled(self, kind: str) -> None:
         at = self._due or workflow.now()
+        variables = {"at": at.isoformat()}
+        if kind == CALLBACK_QUEUED and self._start.queue_position is not None:
+            variables = {"position": str(self._start.queue_position)}
         try:
             result: SmsResult = await workflow.execute_activity(
                 "sms_send",
-                SmsRequest(to=self._start.phone_number, kind="callback_scheduled",
-                           variables={"at": at.isoformat()}, callback_id=self._start.callback_id),
+                SmsRequest(to=self._start.phone_number, kind=kind,
+                           variables=variables, callback_id=self._start.callback_id),
                 result_type=SmsResult,
                 start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=QUICK_RETRY,
             )
         except ActivityError:
-            workflow.logger.warning("callback-scheduled SMS not sent")
+            workflow.logger.warning("%s SMS not sent", kind)
             return
         if not result.sent:
-            workflow.logger.info("callback-scheduled SMS skipped: %s", result.error)
+            workflow.logger.info("%s SMS skipped: %s", kind, result.error)
 
     async def _finish(self, status: str, reason: str) -> CallbackOutcome:
         async with self._lock:

@@ -28,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         Say,
     )
 
+from workflows import sms_steps
+
 GOODBYE = "Thank you for calling. Goodbye."
 NOT_AVAILABLE = "Sorry, this option is not available yet. Please call again later. Goodbye."
 
@@ -187,6 +189,7 @@ class RecordHandler:
             target = _cfg(node, "save_to_variable")
             if target:
                 ctx.variables[target] = url
+            sms_steps.voicemail_left(ctx, node)
         return Step(port="next", data={"recordingUrl": url})
 
 

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Say,
     )
 
+from workflows import sms_steps
 from workflows.nodes import Context, Step, _cfg, prompt
 
 HOLD_SEGMENT_S = 15.0  # short, so a caller who hangs up on hold is noticed within ~35 s
@@ -126,6 +127,7 @@ class QueueHandler:
             overflow_queue_id=settings.overflow_queue_id,
         )
         ctx.variables["queue_id"] = queue_id
+        sms_steps.arm_missed_call(ctx, node)
         if status.outcome == "full":
             return await self._overflow(ctx, node, lead, "full", status)
         ctx.on_end(
@@ -142,7 +144,7 @@ class QueueHandler:
         queue_id = int(st["queue_id"])
         digits = (event.digits or "").strip() if event.kind == EventKind.digits else ""
         if digits == CALLBACK_KEY and st.get("offer_callback"):
-            return await self._callback(ctx, queue_id)
+            return await self._callback(ctx, node, queue_id)
         status: QueueStatus = await ctx.activity(
             "queue_poll",
             QueuePoll(queue_id=queue_id, call_sid=_sid(ctx), hold=self._hold_spec(ctx)),
@@ -258,7 +260,7 @@ class QueueHandler:
             return step
         return Step(emit=lead, port=why, data=data)
 
-    async def _callback(self, ctx: Context, queue_id: int) -> Step:
+    async def _callback(self, ctx: Context, node: Any, queue_id: int) -> Step:
         result: QueueCallbackResult = await ctx.activity(
             "queue_callback",
             QueueCallback(
@@ -278,6 +280,7 @@ class QueueHandler:
             return self._hold(ctx, status, [])
         ctx.cancel_on_end(QUEUE_KEY)
         ctx.variables["callback_id"] = result.callback_id
+        sms_steps.callback_requested(ctx, node, result.callback_id, result.position)
         return Step(
             emit=[Say(text=CALLBACK_THANKS), Hangup(reason="callback_requested")],
             hangup_reason="callback_requested",
@@ -291,6 +294,7 @@ class QueueHandler:
 class TransferHandler:
     async def enter(self, ctx: Context, node: Any) -> Step:
         ctx.node_state.update(attempt=0, tried=[], lease=None, agent_id=None)
+        sms_steps.arm_missed_call(ctx, node)
         return await self._dial_next(ctx, node, prompt(ctx, node))
 
     def _lease_s(self, node: Any) -> float:
@@ -397,6 +401,7 @@ class TransferHandler:
         if answered:
             if agent_id is not None:
                 ctx.variables["agent_id"] = agent_id
+            sms_steps.agent_answered(ctx)
             return Step(port="completed", data=data)
         if agent_id is not None:
             st["tried"] = [*st["tried"], agent_id]

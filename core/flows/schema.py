@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from core.flows import ports as _ports
+from core.sms import template_source
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_NODES = 500
@@ -111,6 +112,25 @@ class _Voice(FlowModel):
 
 
 # --- per-type configs ----------------------------------------------------------------------
+
+
+DltTemplateId = Annotated[str, StringConstraints(pattern=r"^[0-9]{6,32}$")]
+MAX_SMS_TEMPLATE_CHARS = 1000
+
+
+class SmsStep(FlowModel):
+    """An SMS to the caller after the call, on this node's outcome (core.sms): sent only when
+    the server has an SMS sender (EXOTEL_SMS_SENDER), else skipped with a log line."""
+
+    TEMPLATE_FIELDS = ("template",)
+
+    enabled: bool = True
+    # {{ variables }} of the call; None: the server's text for this kind of SMS.
+    template: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SMS_TEMPLATE_CHARS)] \
+        | None = None
+    # India's DLT: the registered template this text follows; None: the server's for the kind.
+    dlt_template_id: DltTemplateId | None = None
+
 
 
 class WelcomeConfig(_Voice):
@@ -195,6 +215,11 @@ class QueueConfig(_Voice):
     announce_interval: int | None = Field(default=None, ge=10, le=600, description="seconds")
     priority: int | None = Field(default=None, ge=0, le=100)
     offer_callback: bool | None = None
+    # Missed call: the caller waited here and no agent answered (hung up on hold, max wait, a
+    # full queue, no answer at the transfer), unless a voicemail or callback SMS replaced it.
+    sms: SmsStep | None = None
+    # The caller took the callback offer ("We will call you back when it is your turn").
+    callback_sms: SmsStep | None = None
 
 
 class TransferConfig(_Voice):
@@ -213,6 +238,8 @@ class TransferConfig(_Voice):
     max_attempts: int = Field(default=3, ge=1, le=10)
     ring_timeout: int = Field(default=30, ge=5, le=120, description="seconds")
     record: bool = False
+    # Missed call: nobody this node dialled answered, and no agent did later in the call.
+    sms: SmsStep | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TransferConfig:
@@ -241,6 +268,8 @@ class RecordConfig(_Voice):
     finish_on_key: FinishKey = "#"
     save_to_variable: VarName | None = None
     play_beep: bool = True
+    # Voicemail: the caller left a recording here.
+    sms: SmsStep | None = None
 
 
 # Decision conditions: a first typed version; issue 5 completes the language.
@@ -529,6 +558,11 @@ class _NodeBase(FlowModel):
             value = getattr(cfg, field)
             if value:
                 out.append((f"config.{to_camel(field)}", value))
+        for field in ("sms", "callback_sms"):
+            step = getattr(cfg, field, None)
+            if isinstance(step, SmsStep) and step.template:
+                # Checked as sent: core.sms reads `{name}` as `{{ name }}`.
+                out.append((f"config.{to_camel(field)}.template", template_source(step.template)))
         return out
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import pytest_asyncio
-from cb_support import WEBHOOK_TOKEN, load, new_callback
+from cb_support import WEBHOOK_TOKEN, eventually, load, new_callback
 from fake_exotel import FakeExotel
 from sqlalchemy import select
 from temporalio import activity
@@ -292,6 +292,25 @@ async def test_refused_number_fails_the_callback_with_the_reason(
     row = await load(sessionmaker, start.callback_id)
     assert row.status == "failed" and "400" in (row.last_error or "")
     assert row.attempts[0]["status"] == "failed"
+
+
+async def test_queue_callback_sms_says_when_it_is_your_turn(ts_worker, fake, cb_settings,
+                                                            sessionmaker):
+    """A queue callback has no time to promise: the callback_queued text instead."""
+    _, client, tq = ts_worker
+    start = await new_callback(sessionmaker, cb_settings, phone="+919800000011",
+                               mode=CallbackMode.queue, send_sms=True, queue_position=4)
+    handle = await _start(client, tq, start)
+
+    def sent() -> list[dict[str, str]]:
+        return [s for s in fake.sms if s["To"] == "+919800000011"]
+
+    [sms] = await eventually(sent)
+    await handle.signal(CANCEL_SIGNAL)
+    assert (await handle.result()).status == "cancelled"
+    assert sms["Body"] == cb_settings.sms_callback_queued_template
+    assert sms["CustomField"] == f"cb:{start.callback_id}:sms:callback_queued"
+    assert sms["DltTemplateId"] == "1107000000000001"  # no per-kind id: the default
 
 
 async def test_sms_sent_when_scheduled_with_dlt_fields(ts_worker, fake, cb_settings,
