@@ -46,11 +46,22 @@ def load_settings() -> Settings:
 
 
 @app.command()
-def dev() -> None:
+def dev(
+    fake_carrier: Annotated[
+        bool,
+        typer.Option(
+            "--fake-carrier",
+            help="Also run the fake Exotel (tests/fakes, port IVR_FAKE_EXOTEL_PORT) and point "
+            "the worker's Exotel client at it: callbacks dial through it into our webhooks.",
+        ),
+    ] = False,
+) -> None:
     """Run everything locally: Temporal, PostgreSQL, Redis, worker, API and dashboard."""
     from cli.stack import run_dev
 
-    raise typer.Exit(asyncio.run(run_dev(load_settings(), say=say)))
+    raise typer.Exit(
+        asyncio.run(run_dev(load_settings(), say=say, fake_carrier_on=fake_carrier))
+    )
 
 
 def _on_database(operation: Callable[[str], T]) -> T:

@@ -14,6 +14,7 @@ import ctypes
 import importlib.metadata
 import importlib.util
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ PORT_ENV_VARS = {
     "Temporal UI": "IVR_TEMPORAL_UI_PORT",
     "API": "IVR_API_PORT",
     "dashboard": "IVR_DASHBOARD_PORT",
+    "fake Exotel": "IVR_FAKE_EXOTEL_PORT",
 }
 # A system PostgreSQL and Redis may listen there; the embedded ones must never take them.
 RESERVED_PORTS = {5432: "PostgreSQL", 6379: "Redis"}
@@ -679,6 +681,82 @@ def _signals_cancel(task: asyncio.Task[Any]) -> Iterator[list[int]]:
             loop.remove_signal_handler(sig)
 
 
+# --------------------------------------------------------------------------- fake carrier
+
+# `ivr dev --fake-carrier`: the fake Exotel of the tests, run from the source checkout.
+FAKE_EXOTEL_SCRIPT = Path("tests") / "fakes" / "fake_exotel.py"
+FAKE_EXOTEL_SID = "fakeacct"
+FAKE_EXOTEL_API_KEY = "fake-key"
+# What the worker uses where the settings name nothing (the fake takes any of them).
+FAKE_CALLER_ID = "+918047100000"
+FAKE_APP_ID = "ivr-dev-universal-app"
+FAKE_SMS_SENDER = "IVRDEV"
+
+
+@dataclass(frozen=True)
+class FakeCarrier:
+    """The fake Exotel we run: its script, where it listens, the API token it accepts."""
+
+    script: Path
+    url: str
+    api_token: str
+
+
+def fake_exotel_script(root: Path = PROJECT_ROOT) -> Path:
+    """tests/fakes/fake_exotel.py of the checkout; a StackError saying why if it is absent."""
+    path = root / FAKE_EXOTEL_SCRIPT
+    if not path.is_file():
+        raise StackError(
+            f"--fake-carrier runs the fake Exotel from the source checkout, and {path} is not "
+            "there (this installation has no tests folder). Run `ivr dev --fake-carrier` from "
+            "a clone of the repository installed with `pip install -e .`, or leave out "
+            "--fake-carrier."
+        )
+    return path
+
+
+def fake_carrier(settings: Settings, root: Path = PROJECT_ROOT) -> FakeCarrier:
+    return FakeCarrier(
+        script=fake_exotel_script(root),
+        url=f"http://{LOCALHOST}:{settings.fake_exotel_port}",
+        api_token=secrets.token_urlsafe(16),  # a fresh one per run, like a real secret
+    )
+
+
+def fake_carrier_env(settings: Settings, fake: FakeCarrier) -> dict[str, str]:
+    """What points the worker's (and the API's) Exotel client at the fake: its base URL and
+    credentials, and a caller id, app and SMS sender where the settings name none."""
+    return {
+        "EXOTEL_API_BASE": fake.url,
+        "EXOTEL_SID": FAKE_EXOTEL_SID,
+        "EXOTEL_API_KEY": FAKE_EXOTEL_API_KEY,
+        "EXOTEL_API_TOKEN": fake.api_token,
+        "EXOTEL_CALLER_ID": settings.exotel_caller_id or FAKE_CALLER_ID,
+        "EXOTEL_APP_ID": settings.exotel_app_id or FAKE_APP_ID,
+        "EXOTEL_SMS_SENDER": settings.exotel_sms_sender or FAKE_SMS_SENDER,
+    }
+
+
+def _spawn_fake_exotel(settings: Settings, sup: Supervisor, fake: FakeCarrier) -> Child:
+    # Secrets through the environment: a command line is visible to every user (`ps`).
+    env = _base_env(settings)
+    env.update(
+        IVR_WEBHOOK_TOKEN=settings.webhook_token.get_secret_value(),
+        FAKE_EXOTEL_API_TOKEN=fake.api_token,
+    )
+    return sup.spawn(
+        "fake-exotel",
+        [
+            sys.executable, fake.script,
+            "--host", LOCALHOST, "--port", str(settings.fake_exotel_port),
+            "--api-base", _api_url(settings),
+            "--sid", FAKE_EXOTEL_SID, "--api-key", FAKE_EXOTEL_API_KEY,
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- ivr dev
 
 
@@ -775,9 +853,10 @@ def _spawn_dashboard(settings: Settings, sup: Supervisor) -> Child:
 
 
 def _spawn_worker_and_api(
-    settings: Settings, sup: Supervisor, backing: Backing
+    settings: Settings, sup: Supervisor, backing: Backing, extra_env: Mapping[str, str]
 ) -> tuple[Child, Child]:
     env = _app_env(settings, backing)
+    env.update(extra_env)
     worker = sup.spawn(
         "worker",
         [sys.executable, "worker.py"],
@@ -797,7 +876,7 @@ def _spawn_worker_and_api(
     return worker, api
 
 
-def _check_ports(settings: Settings) -> None:
+def _check_ports(settings: Settings, *, fake_carrier: bool = False) -> None:
     wanted: list[tuple[int, str]] = []
     if not settings.temporal_address:
         wanted += [(settings.temporal_port, "Temporal"), (settings.temporal_ui_port, "Temporal UI")]
@@ -806,6 +885,8 @@ def _check_ports(settings: Settings) -> None:
     if not settings.redis_url:
         wanted.append((settings.embedded_redis_port, "Redis"))
     wanted += [(settings.api_port, "API"), (settings.dashboard_port, "dashboard")]
+    if fake_carrier:
+        wanted.append((settings.fake_exotel_port, "fake Exotel"))
     seen: dict[int, str] = {}
     for port, service in wanted:
         if port in seen:
@@ -818,7 +899,9 @@ def _check_ports(settings: Settings) -> None:
         ensure_port_free(port, service, host)
 
 
-def _banner(settings: Settings, backing: Backing, elapsed_s: float) -> str:
+def _banner(
+    settings: Settings, backing: Backing, elapsed_s: float, fake: FakeCarrier | None = None
+) -> str:
     api = _api_url(settings)
     token = settings.webhook_token.get_secret_value()
     if "temporal" in backing.embedded:
@@ -836,6 +919,11 @@ def _banner(settings: Settings, backing: Backing, elapsed_s: float) -> str:
         f"  Redis        {backing.redis_url}",
         f"  Logs         {logs_dir(settings)}/",
     ]
+    if fake is not None:
+        lines.insert(
+            6,
+            f"  Fake Exotel  {fake.url}   callbacks dial here; calls and SMS so far: {fake.url}/",
+        )
     return "\n".join(lines)
 
 
@@ -850,18 +938,22 @@ async def _gather(*jobs: Coroutine[Any, Any, object]) -> None:
 
 
 async def _start_everything(
-    settings: Settings, sup: Supervisor, say: Callable[[str], None]
+    settings: Settings, sup: Supervisor, say: Callable[[str], None], fake: FakeCarrier | None
 ) -> Backing:
-    _check_ports(settings)
+    _check_ports(settings, fake_carrier=fake is not None)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     dashboard = _spawn_dashboard(settings, sup)
+    # The fake Exotel needs only the API's URL too: up before the worker can dial through it.
+    fake_child = _spawn_fake_exotel(settings, sup, fake) if fake is not None else None
     say(f"starting services (data in {settings.data_dir})")
     backing = await start_backing_services(settings, sup)
     say("migrating the database")
     await _migrate(settings, backing)
     # The seed runs while the worker and the API boot (imports take seconds); the URLs are
     # printed only once both are done, so nobody logs in before the users exist.
-    worker, api = _spawn_worker_and_api(settings, sup, backing)
+    worker, api = _spawn_worker_and_api(
+        settings, sup, backing, fake_carrier_env(settings, fake) if fake is not None else {}
+    )
     say("seeding; starting the worker, API and dashboard")
     api_url = _api_url(settings)
     dashboard_url = f"http://{settings.api_host}:{settings.dashboard_port}"
@@ -881,6 +973,15 @@ async def _start_everything(
             timeout_s=90,
         ),
     ]
+    if fake is not None:
+        jobs.append(
+            wait_ready(
+                "fake Exotel",
+                lambda: http_ok(f"{fake.url}/health"),
+                child=fake_child,
+                timeout_s=60,
+            )
+        )
     if "temporal" in backing.embedded:
         jobs.append(
             wait_ready(
@@ -896,8 +997,11 @@ async def _start_everything(
     return backing
 
 
-async def run_dev(settings: Settings, *, say: Callable[[str], None] = print) -> int:
-    """`ivr dev`: bring everything up, print where it is, supervise until a signal.
+async def run_dev(
+    settings: Settings, *, say: Callable[[str], None] = print, fake_carrier_on: bool = False
+) -> int:
+    """`ivr dev`: bring everything up, print where it is, supervise until a signal. With
+    `fake_carrier_on`, also the fake Exotel, which the worker's Exotel client then uses.
 
     Returns the exit code: 0 after SIGINT/SIGTERM, 1 when something failed or a child died.
     """
@@ -907,8 +1011,9 @@ async def run_dev(settings: Settings, *, say: Callable[[str], None] = print) -> 
     sup = Supervisor(logs_dir(settings))
     with _signals_cancel(task) as received:
         try:
-            backing = await _start_everything(settings, sup, say)
-            say(_banner(settings, backing, time.monotonic() - started))
+            fake = fake_carrier(settings) if fake_carrier_on else None
+            backing = await _start_everything(settings, sup, say, fake)
+            say(_banner(settings, backing, time.monotonic() - started, fake))
             while True:  # poll: children are plain Popen objects, not asyncio ones
                 dead = sup.dead()
                 if dead is not None:

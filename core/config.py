@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", validation_alias="IVR_API_HOST")
     api_port: int = Field(default=8000, validation_alias="IVR_API_PORT")
     dashboard_port: int = Field(default=8501, validation_alias="IVR_DASHBOARD_PORT")
+    # The fake Exotel `ivr dev --fake-carrier` runs (tests/fakes/fake_exotel.py).
+    fake_exotel_port: int = Field(default=8010, validation_alias="IVR_FAKE_EXOTEL_PORT")
     # Prometheus metrics of a worker process (activity failures, …); 0 = not served.
     worker_metrics_port: int = Field(
         default=0, ge=0, le=65535, validation_alias="IVR_WORKER_METRICS_PORT"

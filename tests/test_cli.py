@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from cli.main import app
-from cli.stack import free_port, port_in_use
+from cli.stack import StackError, fake_exotel_script, free_port, port_in_use
 from core.db import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,16 +175,41 @@ def test_dev_refuses_a_taken_port_and_names_the_variable(
     assert not (tmp_path / "data" / "postgres").exists(), "nothing may start before the check"
 
 
+def test_dev_fake_carrier_refuses_a_taken_port_and_names_the_variable(
+    tmp_path: Path, listening_port: int
+) -> None:
+    others = ("PG", "REDIS", "TEMPORAL", "TEMPORAL_UI", "API", "DASHBOARD")
+    env = _env(
+        IVR_DATA_DIR=str(tmp_path / "data"),
+        IVR_FAKE_EXOTEL_PORT=str(listening_port),
+        **{f"IVR_{name}_PORT": str(free_port()) for name in others},
+    )
+    result = _ivr("dev", "--fake-carrier", env=env, timeout_s=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"port {listening_port} (fake Exotel) is already in use" in output
+    assert "IVR_FAKE_EXOTEL_PORT" in output
+    assert not (tmp_path / "data" / "logs").exists(), "nothing may start before the check"
+
+
+def test_fake_carrier_needs_the_source_checkout(tmp_path: Path) -> None:
+    assert fake_exotel_script() == ROOT / "tests" / "fakes" / "fake_exotel.py"
+    with pytest.raises(StackError, match="--fake-carrier runs the fake Exotel from the source "
+                       "checkout") as err:
+        fake_exotel_script(tmp_path)
+    assert str(tmp_path / "tests" / "fakes" / "fake_exotel.py") in str(err.value)
+
+
 # --------------------------------------------------------------------------- ivr dev
 
 
 class DevProcess:
     """`ivr dev` as a real subprocess, its output collected by a thread."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [str(IVR), "dev"],
+            [str(IVR), "dev", *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -351,3 +376,89 @@ def test_ivr_dev_stops_everything_when_a_child_dies(
     assert "api was killed by signal 9" in dev.output
     assert str(tmp_path / "data" / "logs" / "api.log") in dev.output
     assert _gone(children) == []
+
+
+
+async def _restart_callback_ids(url: str) -> None:
+    """Callback workflows are `callback-{id}` on the session's shared Temporal server, and a
+    fresh database counts from 1: start this one's ids elsewhere."""
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        start = 10_000 * (1 + uuid.uuid4().int % 200_000)
+        await conn.execute(f"ALTER SEQUENCE voice_callbacks_id_seq RESTART WITH {start}")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ivr_dev_fake_carrier_dials_a_callback_through_the_fake(
+    tmp_path: Path, services, db_url: str, redis_url: str
+) -> None:
+    """`ivr dev --fake-carrier`: the fake Exotel runs as a child, the worker's Exotel client
+    uses it, and a callback scheduled through the API is dialled through it, walks our flow
+    through the Exotel webhooks, is settled by the fake's status callback and gets its SMS."""
+    asyncio.run(_restart_callback_ids(db_url))
+    ports = {"API": free_port(), "DASHBOARD": free_port(), "FAKE_EXOTEL": free_port()}
+    env = _env(
+        IVR_DATA_DIR=str(tmp_path / "data"),
+        **{f"IVR_{name}_PORT": str(port) for name, port in ports.items()},
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        TEMPORAL_ADDRESS=services.temporal_address,
+        TEMPORAL_TASK_QUEUE=f"dev-fake-{uuid.uuid4().hex[:8]}",
+    )
+    for name in [k for k in env if k.startswith("EXOTEL_")]:
+        del env[name]  # whatever the outer environment says, the fake's must win
+    fake = f"http://127.0.0.1:{ports['FAKE_EXOTEL']}"
+    api = f"http://127.0.0.1:{ports['API']}"
+    dev = DevProcess(env, "--fake-carrier")
+    try:
+        dev.wait_for("Ctrl-C stops everything", timeout_s=180)
+        assert f"Fake Exotel  {fake}" in dev.output
+        assert _get(f"{fake}/health").json()["ok"] is True
+        children = dev.descendants()
+        worker = next(p for p in children if "worker.py" in " ".join(p.cmdline()))
+        worker_env = worker.environ()
+        assert worker_env["EXOTEL_API_BASE"] == fake
+        assert worker_env["EXOTEL_SID"] == "fakeacct" and worker_env["EXOTEL_API_TOKEN"]
+        assert worker_env["EXOTEL_SMS_SENDER"] == "IVRDEV"
+        assert any("fake_exotel.py" in " ".join(p.cmdline()) for p in children)
+
+        with httpx.Client(base_url=api, timeout=20) as http:
+            login = http.post("/api/auth/login", json={"username": "admin",
+                                                       "password": "admin123"})
+            auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+            flows = http.get("/api/flows", headers=auth).json()["items"]
+            flow_id = next(f["id"] for f in flows if f["liveVersion"])
+            created = http.post("/api/callbacks", headers=auth, json={
+                "phoneNumber": "+919812300077", "asap": True, "flowId": flow_id,
+                "sendSms": True})
+            assert created.status_code == 201, created.text
+            callback_id = created.json()["id"]
+            deadline = time.monotonic() + 90
+            while True:
+                detail = http.get(f"/api/callbacks/{callback_id}", headers=auth).json()
+                if detail["status"] in ("completed", "failed", "exhausted", "cancelled"):
+                    break
+                assert time.monotonic() < deadline, detail
+                time.sleep(0.5)
+        assert detail["status"] == "completed", detail
+        assert detail["carrierEventCount"] == 1
+
+        seen = _get(fake).json()
+        [call] = [c for c in seen["calls"] if c["customField"] == f"cb:{callback_id}:1"]
+        assert call["sid"] == detail["attempts"][0]["callSid"]
+        assert call["from"] == "+919812300077" and call["status"] == "completed"
+        assert call["turns"] and all(t["status"] == 200 for t in call["turns"]), call
+        assert '"select"' in call["turns"][0]["body"]  # our Passthru answered it
+        [sms] = [m for m in seen["sms"] if m["To"] == "+919812300077"]
+        assert sms["From"] == "IVRDEV" and sms["Body"].startswith("We will call you back at ")
+        assert sms["CustomField"] == f"cb:{callback_id}:sms:callback_scheduled"
+        assert any(s["status"] == 200 for s in seen["statusCallbacks"])
+    finally:
+        dev.stop()
+    assert dev.proc.returncode == 0, dev.output
+    assert _gone(children) == []
+    last = (tmp_path / "data" / "logs" / "fake-exotel.log").read_text().splitlines()[-1]
+    assert re.match(r"=== stopped by SIGTERM; exit 0 ", last), last

@@ -12,21 +12,39 @@
   is posted (JSON when asked, form data otherwise), `status_callback_copies` times.
   The outcome per customer number comes from `outcomes` (in order, last repeated; default
   "completed"): completed, no-answer, busy, failed.
+  With `walk_flow`, the call goes on through our universal app the way Exotel runs it: each
+  Passthru answer's `select` is followed into its applet (greeting, gather with the next of
+  `walk_digits`, connect answered with `walk_dial_status`, record leaving a recording) and
+  back into the Passthru, until `hangup` or `max_turns`.
 - `POST /v1/Accounts/{sid}/Sms/send.json`: records the SMS and answers `SMSMessage`; posts the
   delivery report to `StatusCallback` when `sms_report_status` is set.
+- `GET /` lists the calls placed and the SMS sent (for a person watching `ivr dev
+  --fake-carrier`); `GET /health` answers once the server is up.
 - 401 for wrong credentials; `garbage_next` answers that many requests with a 200 that is not
   JSON; `throttle_next` answers that many requests (any endpoint) with a
   429 first; `throttle_connect` only creates; `fail_after_place` answers that many creates with
   a 500 *after* placing the call (Exotel failed to answer, the call exists);
   `connect_delay_s` holds a create's answer (the call already placed) that long.
+
+Run on its own (what `ivr dev --fake-carrier` does, from the repository root):
+`python tests/fakes/fake_exotel.py --port 8010 --api-base http://127.0.0.1:8000` (or
+`python -m tests.fakes.fake_exotel …`): it accepts account `--sid` with API key `--api-key`
+and the token in FAKE_EXOTEL_API_TOKEN, and drives the calls it places into
+`{api-base}/api/exotel/{IVR_WEBHOOK_TOKEN}/passthru`. Secrets come from the environment, never
+the command line (`ps` shows that to everyone).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
 import itertools
+import json
+import os
+import signal
+import sys
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -93,6 +111,11 @@ class FakeExotel:
     call_duration_s: float = 0.2
     outcomes: dict[str, list[str]] = field(default_factory=dict)
     passthru_url: str | None = None
+    walk_flow: bool = False  # follow the flow past the first Passthru (see the docstring)
+    walk_digits: list[str] = field(default_factory=list)  # keys pressed at gathers, in order
+    walk_dial_status: str = "completed"  # how a Programmable Connect's dial ends
+    walk_pause_s: float = 0.0  # between turns, so that a person can watch the call move
+    max_turns: int = 40
     status_callback_copies: int = 1
     list_custom_field: bool = True  # whether the bulk list shows each call's CustomField
     sms_report_status: str | None = "sent"
@@ -149,9 +172,14 @@ class FakeExotel:
                     "CurrentTime": datetime.now(IST).strftime(_FMT),
                     "CallStatus": "in-progress",
                 }
-                with contextlib.suppress(httpx.HTTPError):
-                    response = await http.get(self.passthru_url, params=params)
-                    call.passthru.append({"status": response.status_code, "body": response.text})
+                if self.walk_flow:
+                    await self._walk(http, call, params)
+                else:
+                    with contextlib.suppress(httpx.HTTPError):
+                        response = await http.get(self.passthru_url, params=params)
+                        call.passthru.append(
+                            {"status": response.status_code, "body": response.text}
+                        )
             call.status = call.outcome
             call.ended_at = datetime.now(IST)
             url = call.form.get("StatusCallback")
@@ -188,6 +216,64 @@ class FakeExotel:
                 except httpx.HTTPError:
                     self.status_posts.append((url, 0))
 
+    async def _walk(self, http: httpx.AsyncClient, call: FakeCall, base: dict[str, str]) -> None:
+        """Run the call through our universal app: Passthru, the applet it selects, back."""
+        assert self.passthru_url is not None
+        applets = self.passthru_url.rsplit("/passthru", 1)[0]
+        digits = iter(self.walk_digits)
+        extra: dict[str, str] = {}
+        for _ in range(self.max_turns):
+            params = {**base, **extra, "CurrentTime": datetime.now(IST).strftime(_FMT)}
+            try:
+                response = await http.get(self.passthru_url, params=params)
+            except httpx.HTTPError as exc:
+                call.passthru.append({"status": 0, "body": repr(exc)})
+                return
+            turn: dict[str, Any] = {"status": response.status_code, "body": response.text}
+            call.passthru.append(turn)
+            try:
+                select = json.loads(response.text)["select"]
+            except (ValueError, KeyError, TypeError):
+                return  # not the universal app's answer: Exotel would take the error branch
+            extra = {}
+            query = {"CallSid": call.sid}
+            with contextlib.suppress(httpx.HTTPError):
+                if select == "say":
+                    turn["heard"] = (await http.get(f"{applets}/greeting", params=query)).text
+                elif select == "gather":
+                    turn["heard"] = (await http.get(f"{applets}/gather", params=query)).json()
+                    pressed = next(digits, "")
+                    turn["pressed"] = pressed
+                    extra = {"digits": f'"{pressed}"'}
+                elif select == "connect":
+                    dial = (await http.get(f"{applets}/connect", params=query)).json()
+                    turn["dialled"] = (dial.get("destination") or {}).get("numbers")
+                    answered = self.walk_dial_status == "completed"
+                    extra = {"DialCallStatus": self.walk_dial_status,
+                             "DialCallDuration": "30" if answered else "0"}
+                    if turn["dialled"]:
+                        extra["DialWhomNumber"] = str(turn["dialled"][0])
+                elif select == "record":
+                    extra = {"RecordingUrl": f"https://recordings.fake-exotel.test/{call.sid}.mp3"}
+            if select == "hangup":
+                return
+            if self.walk_pause_s:
+                await asyncio.sleep(self.walk_pause_s)
+
+    def summary(self) -> dict[str, Any]:
+        """What this fake has done, newest first: calls placed (with their turns) and SMS."""
+        calls = sorted(self.calls.values(), key=lambda c: c.created_at, reverse=True)
+        return {
+            "calls": [
+                {"sid": c.sid, "status": c.status, "from": c.form.get("From"),
+                 "to": c.form.get("To"), "customField": c.form.get("CustomField"),
+                 "createdAt": c.created_at.isoformat(), "turns": c.passthru}
+                for c in calls
+            ],
+            "sms": list(reversed(self.sms)),
+            "statusCallbacks": [{"url": url, "status": code} for url, code in self.status_posts],
+        }
+
     async def _report_sms(self, url: str, sms: dict[str, str], sid: str) -> None:
         await asyncio.sleep(0.05)
         form = {"SmsSid": sid, "To": sms["To"], "Status": self.sms_report_status or "sent",
@@ -209,6 +295,14 @@ class FakeExotel:
                 self.garbage_next -= 1
                 return PlainTextResponse("<html>upstream hiccup</html>", 200)
             return await call_next(request)
+
+        @app.get("/health")
+        async def health() -> JSONResponse:
+            return JSONResponse({"ok": True, "sid": self.sid})
+
+        @app.get("/")
+        async def summary() -> JSONResponse:
+            return JSONResponse(self.summary())
 
         @app.get("/v1/Accounts/{sid}/Calls.json")
         async def bulk_calls(sid: str, request: Request) -> JSONResponse:
@@ -334,3 +428,60 @@ def _range(value: str | None) -> tuple[datetime | None, datetime | None]:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"RestException": {"Status": status, "Message": message}}, status)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fake_exotel", description="A fake Exotel REST API for local development.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-base", required=True,
+                        help="our API, whose Exotel webhooks the placed calls drive")
+    parser.add_argument("--sid", default="fakeacct", help="the account SID it accepts")
+    parser.add_argument("--api-key", default="fake-key", help="the API key it accepts")
+    parser.add_argument("--call-duration-s", type=float, default=1.0,
+                        help="ringing before a placed call is answered")
+    parser.add_argument("--digits", default=os.environ.get("FAKE_EXOTEL_DIGITS", ""),
+                        help="keys pressed at the flow's gathers in order, comma-separated "
+                        "(1,2); none: every gather times out (env FAKE_EXOTEL_DIGITS)")
+    parser.add_argument("--dial-status",
+                        default=os.environ.get("FAKE_EXOTEL_DIAL_STATUS", "completed"),
+                        choices=("completed", "no-answer", "busy", "failed"),
+                        help="how dials to agents end (env FAKE_EXOTEL_DIAL_STATUS)")
+    parser.add_argument("--pause-s", type=float, default=0.5,
+                        help="pause between a call's turns, to watch it move")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    args = _parser().parse_args(argv)
+    token = os.environ.get("IVR_WEBHOOK_TOKEN")
+    if not token:
+        sys.exit("fake_exotel: set IVR_WEBHOOK_TOKEN (the token in our Exotel webhook URLs)")
+    fake = FakeExotel(
+        sid=args.sid,
+        api_key=args.api_key,
+        api_token=os.environ.get("FAKE_EXOTEL_API_TOKEN", "fake-token"),
+        call_duration_s=args.call_duration_s,
+        passthru_url=f"{args.api_base.rstrip('/')}/api/exotel/{token}/passthru",
+        walk_flow=True,
+        walk_digits=[d.strip() for d in args.digits.split(",") if d.strip()],
+        walk_dial_status=args.dial_status,
+        walk_pause_s=args.pause_s,
+    )
+    print(f"fake Exotel on http://{args.host}:{args.port} (account {args.sid}); placed calls "
+          f"run {args.api_base.rstrip('/')}/api/exotel/…/passthru", flush=True)
+
+    def stopped(signum: int, _frame: object) -> None:
+        raise SystemExit(0)  # asked to stop: a clean end, not death by signal
+
+    # uvicorn shuts down gracefully on these, then raises them again to the handler it found.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stopped)
+    uvicorn.run(fake.app(), host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
