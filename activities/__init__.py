@@ -56,7 +56,7 @@ def _activities(
     return [
         *CallActivities(sessionmaker).all(),
         *CarrierActivities(settings, http, redis).all(),
-        *LogicActivities(settings, sessionmaker, http).all(),
+        *LogicActivities(settings, sessionmaker, http, redis).all(),
         *CallbackActivities(settings, sessionmaker, http).all(),
         *CallbackQueueActivities(settings, sessionmaker).all(),
         *(RoutingActivities(sessionmaker, redis).all() if redis is not None else []),

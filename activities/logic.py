@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -25,12 +26,20 @@ from core.business_hours import (
     snapshot,
 )
 from core.config import Settings
+from core.flows import vault
 from core.flows.api_call import (
     MAX_VARIABLE_CHARS,
     MISSING,
     ApiCallRequest,
     ApiCallResult,
     json_path,
+)
+from core.flows.inputs import (
+    SealedInputCheck,
+    SealedInputResult,
+    mask_value,
+    spoken_for_confirm,
+    validate_input,
 )
 from core.http_guard import Allowlist, ForbiddenHost, literal_address, resolve_checked
 from core.repositories import business_hours as hours_repo
@@ -73,10 +82,12 @@ class LogicActivities:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         http: httpx.AsyncClient,
+        redis: aioredis.Redis | None = None,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.http = http
+        self.redis = redis  # the call vault of sensitive input (None: nothing sealed here)
         self.allowlist = Allowlist.parse(settings.api_allowlist_entries)
         _install_redaction()
 
@@ -104,6 +115,50 @@ class LogicActivities:
             clock=None if self.settings.is_production else self.settings.business_hours_clock,
         )
 
+    # --- sensitive gather input -------------------------------------------------------------
+
+    @activity.defn(name="check_sealed_input")
+    async def check_sealed_input(self, req: SealedInputCheck) -> SealedInputResult:
+        """Validate keys the API sealed in the call vault; the workflow learns only valid or
+        why not, the mask and the read-back. A valid value replaces the raw keys under the
+        same reference (what an API node sends on); an invalid one is forgotten."""
+        if self.redis is None:
+            return SealedInputResult(found=False)
+        found = await vault.open_sealed(self.redis, req.call_sid, {req.ref})
+        typed = found.get(req.ref)
+        if typed is None:
+            log.warning("sealed_input_missing", call_sid=req.call_sid)
+            return SealedInputResult(found=False)
+        result = validate_input(req.config, typed)
+        if not result.ok:
+            await self.redis.hdel(vault.vault_key(req.call_sid), req.ref)
+            return SealedInputResult(found=True, ok=False, reason=result.reason,
+                                     masked=mask_value(typed))
+        value = str(result.value)
+        await vault.seal(self.redis, req.call_sid, req.ref, value)
+        return SealedInputResult(found=True, ok=True, masked=mask_value(value),
+                                 spoken=spoken_for_confirm(result, True))
+
+    @activity.defn(name="drop_call_vault")
+    async def drop_call_vault(self, call_sid: str) -> None:
+        """The call is over: forget every sensitive value its caller typed."""
+        if self.redis is not None:
+            await vault.drop(self.redis, call_sid)
+
+    async def _unseal(self, req: ApiCallRequest) -> ApiCallRequest:
+        """The request with the call vault's values where the workflow put placeholders."""
+        refs = vault.placeholders_in([req.url, req.headers, req.body])
+        if not refs:
+            return req
+        values = await vault.open_sealed(self.redis, req.call_sid, refs) if self.redis else {}
+        if refs - values.keys():
+            raise _Refused("a sensitive value the request needs has expired")
+        return req.model_copy(update={
+            "url": vault.fill(req.url, values),
+            "headers": vault.fill(req.headers, values),
+            "body": vault.fill(req.body, values),
+        })
+
     # --- the API node -----------------------------------------------------------------------
 
     @activity.defn(name="call_api")
@@ -115,6 +170,7 @@ class LogicActivities:
         attempts = 0
         result: ApiCallResult
         try:
+            req = await self._unseal(req)
             url, headers = self._prepare(req)
             while True:
                 attempts += 1
@@ -281,7 +337,8 @@ class LogicActivities:
         return ApiCallResult(outcome="success", status=status, variables=variables, body=body)
 
     def all(self) -> list:
-        return [self.load_business_hours, self.call_api]
+        return [self.load_business_hours, self.call_api, self.check_sealed_input,
+                self.drop_call_vault]
 
 
 def _status_of(exc: BaseException) -> int | None:

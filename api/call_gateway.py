@@ -16,6 +16,9 @@
   from Redis on the carrier's next returns, without a workflow update: a turn that speaks and
   then hangs up, or plays an info prompt before a menu, costs the Temporal server one update
   instead of two or three. The next event forwarded to the workflow says how many were served.
+- Keys typed into a sensitive gather (card, account number, PIN) never reach Temporal: they
+  are sealed in the call vault (core.flows.vault) and the workflow gets a reference and the
+  mask; the vault is dropped when the call ends.
 """
 
 from __future__ import annotations
@@ -46,16 +49,20 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.carriers.gateway import CallOver, UnknownCall
 from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
 from core.config import Settings
+from core.flows.inputs import mask_value
+from core.flows.vault import seal, sealed_ref, vault_key
 from core.metrics import FALLBACK_REPLIES
 from core.routing.hold import HoldPoller
 from core.telephony import (
     CallEvent,
     Dialect,
     EventKind,
+    Gather,
     Hangup,
     Pause,
     Reply,
     Say,
+    SealedDigits,
     expected_duration_s,
 )
 from core.temporal import CALL_STATUS, CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
@@ -123,6 +130,14 @@ class FlowNotFound(LookupError):
 # (called, custom field) -> (flow id, version, name, definition[, checksum]):
 # repositories.flows.ResolvedFlow.
 FlowResolver = Callable[[str | None, str | None], Awaitable[tuple[Any, ...] | None]]
+
+
+def _awaits_sensitive(cached: str) -> bool:
+    """Whether the reply the caller last heard ends in a sensitive gather."""
+    if '"sensitive":true' not in cached:  # cheap test before parsing
+        return False
+    awaiting = Reply.model_validate_json(cached).awaiting
+    return isinstance(awaiting, Gather) and awaiting.sensitive
 
 
 def _caller_hash(caller: str | None) -> str:
@@ -194,6 +209,13 @@ class TemporalCallGateway:
         if start and cached:
             # We already answered this call: a plain update, no flow lookup, no start.
             start = False
+        if event.digits and cached:
+            if '"gather"' not in cached:
+                # Exotel repeats the last keys on later requests: after a prompt they answer
+                # nothing (the workflow would ignore them) and may be a card number.
+                event = event.model_copy(update={"digits": None})
+            elif _awaits_sensitive(cached):
+                event = await self._seal(event, update_id)
         if undelivered:
             # The caller never heard our last answer: ask for it again under its own id.
             event = CallEvent.model_validate_json(undelivered["event"])
@@ -222,6 +244,15 @@ class TemporalCallGateway:
                   *(piece.model_dump_json() for piece in rest)],
         )
         return head
+
+    async def _seal(self, event: CallEvent, update_id: str) -> CallEvent:
+        """Digits answering a sensitive gather: into the call vault, a reference onwards."""
+        digits = event.digits or ""
+        ref = sealed_ref(event.call_sid, update_id)
+        await seal(self.redis, event.call_sid, ref, digits)
+        return event.model_copy(
+            update={"digits": None, "sealed": SealedDigits(ref=ref, masked=mask_value(digits))}
+        )
 
     async def _answer_hold_poll(self, sid: str, cached: str) -> Reply | None:
         """A queued caller back from a hold segment: the next segment comes from Redis (live
@@ -262,6 +293,8 @@ class TemporalCallGateway:
             raise
 
     async def end(self, event: CallEvent) -> None:
+        # A status callback may repeat the last keys pressed: the end of a call needs none.
+        event = event.model_copy(update={"digits": None})
         handle = self.client.get_workflow_handle(call_workflow_id(event.call_sid))
         try:
             await handle.signal(END_SIGNAL, event)
@@ -270,7 +303,7 @@ class TemporalCallGateway:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             log.info("status_for_finished_call", call_sid=event.call_sid)
-        await self.redis.delete(self._fallback_key(event.call_sid))
+        await self.redis.delete(self._fallback_key(event.call_sid), vault_key(event.call_sid))
 
     # --- internals -----------------------------------------------------------------------
 

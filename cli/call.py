@@ -318,6 +318,8 @@ class SimulatedCall:
     async def _run_exotel(self, client: httpx.AsyncClient) -> Outcome:
         base = f"{self.api}/api/exotel/{quote(self.token, safe='')}"
         carry: dict[str, str] = {}
+        # Exotel repeats the keys of the last gather on every later Passthru request.
+        pressed: dict[str, str] = {}
         number = 0
         try:
             while True:
@@ -328,13 +330,15 @@ class SimulatedCall:
                     "GET",
                     f"{base}/passthru",
                     webhook="passthru",
-                    params={**self._exotel_params(), **carry},
+                    params={**self._exotel_params(), **pressed, **carry},
                 )
                 select = self._select(response)
                 turn = Turn(number, "passthru", response.status_code, ms, number == 1, select)
                 self.turns.append(turn)
                 self._echo(f"[turn {number}] passthru -> {select} ({ms:.0f} ms)")
                 carry = await self._exotel_applet(client, base, select, turn)
+                if "digits" in carry:
+                    pressed = {"digits": carry["digits"]}
                 await self._think()
         except _CallOver as over:
             return over.outcome

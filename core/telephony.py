@@ -57,6 +57,9 @@ class Gather(Wire):
     timeout_s: float = Field(default=5.0, gt=0, le=60)
     # Spoken once more if the caller presses nothing (Exotel's repeat_gather_prompt).
     repeat_prompt: bool = False
+    # What the caller types here must not reach the workflow: the API seals it in the call
+    # vault (core.flows.vault) and forwards a reference (`CallEvent.sealed`).
+    sensitive: bool = False
 
 
 class Dial(Wire):
@@ -252,6 +255,13 @@ class DialStatus(StrEnum):
     canceled = "canceled"
 
 
+class SealedDigits(Wire):
+    """Keys typed into a sensitive gather, kept in the call vault: a reference, the mask."""
+
+    ref: str = Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")
+    masked: str = Field(max_length=64)
+
+
 class CallEvent(Wire):
     """One carrier webhook, parsed and validated, independent of the carrier."""
 
@@ -262,6 +272,9 @@ class CallEvent(Wire):
     called: str | None = None  # E.164
     direction: str = "inbound"
     digits: str | None = None
+    # Instead of `digits` when they answer a sensitive gather (set by the API, never by a
+    # carrier): the workflow reads the value only through an activity.
+    sealed: SealedDigits | None = None
     dial_status: DialStatus | None = None
     dial_number: str | None = None
     dial_duration_s: float | None = None
@@ -275,3 +288,28 @@ class CallEvent(Wire):
     # forwarding this event (0: none, or the API lost track and the workflow hands them out).
     served: int = Field(default=0, ge=0, le=1000)
     received_at_ms: int | None = None
+
+
+def as_answer_to(pending: Reply | None, event: CallEvent) -> CallEvent:
+    """Read `event` as the answer to `pending`, the reply the carrier last played.
+
+    Carriers may repeat earlier parameters (Exotel's `digits`, `DialCallStatus`) on later
+    requests, so the kind an adapter guessed from the parameters is only a hint: after
+    prompts the carrier is just back, after a gather it brings keys (none = timeout).
+    """
+    if pending is None or event.kind in (EventKind.started, EventKind.ended):
+        return event
+    awaiting = pending.awaiting
+    waiting = awaiting.kind if awaiting is not None else None
+    update: dict[str, object]
+    if waiting == "gather":
+        kind, update = EventKind.digits, {"digits": event.digits or ""}
+    elif waiting == "dial":
+        kind, update = EventKind.dial_result, {}
+    elif waiting == "record":
+        kind, update = EventKind.recording, {}
+    else:
+        kind, update = EventKind.resumed, {}
+    if kind == event.kind and not update:
+        return event
+    return event.model_copy(update={"kind": kind, **update})

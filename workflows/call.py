@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Instruction,
         Reply,
         Say,
+        as_answer_to,
         expected_duration_s,
         segment,
     )
@@ -359,7 +360,7 @@ class CallWorkflow:
             # Pieces are left, so the carrier is back from a prompts-only piece (whatever it
             # repeats of earlier parameters): the API lost track of them, hand out the rest.
             return self._reply_pieces(self.queued)
-        event = self._as_answer_to_pending(event)
+        event = as_answer_to(self.pending, event)
         try:
             return await self._walk(event)
         except ApplicationError:
@@ -372,29 +373,6 @@ class CallWorkflow:
                  Hangup(reason="flow_error")],
                 "flow_error",
             )
-
-    def _as_answer_to_pending(self, event: CallEvent) -> CallEvent:
-        """Read the event as the answer to what we asked the carrier for.
-
-        Carriers may repeat earlier parameters (Exotel's `digits`, `DialCallStatus`) on later
-        requests, so the kind an adapter guessed from the parameters is only a hint: after
-        prompts the carrier is just back, after a gather it brings keys (none = timeout).
-        """
-        if self.pending is None or event.kind in (EventKind.started, EventKind.ended):
-            return event
-        awaiting = self.pending.awaiting
-        waiting = awaiting.kind if awaiting is not None else None
-        if waiting == "gather":
-            kind, update = EventKind.digits, {"digits": event.digits or ""}
-        elif waiting == "dial":
-            kind, update = EventKind.dial_result, {}
-        elif waiting == "record":
-            kind, update = EventKind.recording, {}
-        else:
-            kind, update = EventKind.resumed, {}
-        if kind == event.kind and not update:
-            return event
-        return event.model_copy(update={"kind": kind, **update})
 
     @advance.validator
     def _validate_advance(self, event: CallEvent) -> None:

@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
     from core.flows.conditions import Facts, evaluate, schedule_ids
     from core.flows.inputs import (
         InputResult,
+        SealedInputCheck,
+        SealedInputResult,
         Sensitive,
         mask_value,
         reveal,
@@ -33,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         validate_input,
     )
     from core.flows.templates import render as render_template
-    from core.telephony import CallEvent, EventKind, Gather, Say
+    from core.telephony import CallEvent, EventKind, Gather, Say, SealedDigits
 
 SCHEDULE_TIMEOUT_S = 3.0
 SCHEDULE_RETRY = RetryPolicy(
@@ -167,7 +169,9 @@ class GatherHandler:
     Ports: `valid`; `invalid` when retries are used up by wrong input, `timeout` when by
     silence (it falls back to `invalid`). `maxRetries` is how many times the caller is asked
     again after the first try. A sensitive input is stored as a `Sensitive` (masked
-    everywhere it is recorded) and read back by its last digits only.
+    everywhere it is recorded) and read back by its last digits only. Through the API the
+    workflow never sees it at all: the gateway seals the keys in the call vault and the
+    `check_sealed_input` activity validates them (core.flows.vault).
     """
 
     def enter(self, ctx: Any, node: Any) -> Any:
@@ -183,24 +187,28 @@ class GatherHandler:
             min_digits=1,
             finish_on_key=cfg.finish_on_key,
             timeout_s=float(cfg.timeout),
+            sensitive=cfg.sensitive,
         )
         return _base().Step(emit=[gather], wait=True)
 
     def _confirm(self, ctx: Any, node: Any, result: InputResult, lead: list[Any]) -> Any:
         cfg = node.config
         ctx.node_state.update(phase="confirm", pending=result)
+        entered = (result.spoken if isinstance(result.value, Sensitive)
+                   else spoken_for_confirm(result, cfg.sensitive))
         text = render_template(
-            cfg.confirm_message or CONFIRM_DEFAULT,
-            {**ctx.variables, "entered": spoken_for_confirm(result, cfg.sensitive)},
+            cfg.confirm_message or CONFIRM_DEFAULT, {**ctx.variables, "entered": entered}
         )
         gather = Gather(prompt=[*lead, _say(node, text)], max_digits=1, min_digits=1,
                         finish_on_key="", timeout_s=float(cfg.timeout))
         return _base().Step(emit=[gather], wait=True)
 
-    def resume(self, ctx: Any, node: Any, event: CallEvent) -> Any:
+    async def resume(self, ctx: Any, node: Any, event: CallEvent) -> Any:
         cfg = node.config
         typed = (event.digits or "").strip() if event.kind == EventKind.digits else ""
         state = ctx.node_state
+        if event.sealed is not None and state.get("phase") == "input":
+            return await self._sealed(ctx, node, event.sealed)
         if state.get("phase") == "confirm":
             pending: InputResult = state["pending"]
             if typed == "1":
@@ -229,9 +237,44 @@ class GatherHandler:
             return step
         return self._accept(ctx, node, result)
 
+    async def _sealed(self, ctx: Any, node: Any, sealed: SealedDigits) -> Any:
+        """Keys the API kept in the call vault: validated by an activity, which hands back
+        only valid or why not, the mask and the read-back; the value stays in the vault."""
+        cfg = node.config
+        call_sid = str(ctx.variables.get("call_sid", ""))
+        # However the call ends, the vault goes with it (the API also drops it on the
+        # carrier's final status; this covers a caller who is never heard from again).
+        ctx.on_end("call-vault", "drop_call_vault", call_sid)
+        try:
+            checked = await ctx.activity(
+                "check_sealed_input",
+                SealedInputCheck(call_sid=call_sid, ref=sealed.ref, config=cfg),
+                result_type=SealedInputResult,
+                timeout_s=SCHEDULE_TIMEOUT_S,
+                retry=SCHEDULE_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("sealed input of %s unreadable: %s", node.id, err.cause or err)
+            checked = SealedInputResult(found=False)
+        if not checked.found:  # the vault lost it: the caller is asked again
+            return self._failed(ctx, node, "invalid",
+                                {"input": sealed.masked, "reason": "input_unavailable"})
+        if not checked.ok:
+            return self._failed(ctx, node, "invalid",
+                                {"input": checked.masked, "reason": checked.reason})
+        result = InputResult(True, Sensitive.sealed(sealed.ref, checked.masked), checked.spoken)
+        if cfg.confirm:
+            step = self._confirm(ctx, node, result, [])
+            step.data = {"input": checked.masked, "valid": True}
+            return step
+        return self._accept(ctx, node, result)
+
     def _accept(self, ctx: Any, node: Any, result: InputResult) -> Any:
         cfg = node.config
-        value = Sensitive.of(result.value) if cfg.sensitive else result.value
+        if isinstance(result.value, Sensitive):
+            value = result.value
+        else:
+            value = Sensitive.of(result.value) if cfg.sensitive else result.value
         ctx.variables[cfg.save_to_variable] = value
         shown = value.masked if isinstance(value, Sensitive) else value
         return _base().Step(port="valid", data={"valid": True, "value": shown})

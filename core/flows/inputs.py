@@ -20,6 +20,8 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_serializer
 
 from core.flows.schema import GatherConfig
+from core.flows.vault import placeholder
+from core.telephony import Wire
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -33,12 +35,17 @@ def mask_value(text: str) -> str:
 
 
 class Sensitive(BaseModel):
-    """A value typed by the caller that must not be stored: serialises as its mask."""
+    """A value typed by the caller that must not be stored: serialises as its mask.
+
+    It holds the real value in memory (`of`: digits a test or a non-gateway client sent in
+    clear), or only a reference to the call vault (`sealed`: what the API forwards), in which
+    case the workflow never sees the value at all."""
 
     model_config = ConfigDict(frozen=True)
 
     masked: str
     _raw: str = PrivateAttr(default="")
+    _ref: str = PrivateAttr(default="")
 
     @classmethod
     def of(cls, raw: Any) -> Sensitive:
@@ -47,9 +54,23 @@ class Sensitive(BaseModel):
         out._raw = text
         return out
 
+    @classmethod
+    def sealed(cls, ref: str, masked: str) -> Sensitive:
+        out = cls(masked=masked)
+        out._ref = ref
+        return out
+
     @property
     def raw(self) -> str:
-        return self._raw
+        """The real value where the workflow holds it, else the mask (what conditions on a
+        sealed value compare: the workflow cannot know more)."""
+        return self._raw or self.masked
+
+    @property
+    def for_request(self) -> str:
+        """What an API node's request carries: the real value, or the vault placeholder the
+        `call_api` activity replaces with it just before sending."""
+        return self._raw or (placeholder(self._ref) if self._ref else self.masked)
 
     def __str__(self) -> str:  # templates render the mask
         return self.masked
@@ -65,8 +86,9 @@ def unwrap(value: Any) -> Any:
 
 
 def reveal(variables: dict[str, Any]) -> dict[str, Any]:
-    """Variables with sensitive values unwrapped (what the API node's templates render)."""
-    return {k: unwrap(v) for k, v in variables.items()}
+    """Variables with sensitive values unwrapped (what the API node's templates render):
+    sealed ones as vault placeholders, which only the `call_api` activity resolves."""
+    return {k: v.for_request if isinstance(v, Sensitive) else v for k, v in variables.items()}
 
 
 @dataclass(frozen=True)
@@ -187,6 +209,24 @@ def _phone(text: str, region: str) -> InputResult:
         return _fail("bad_phone")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return InputResult(True, e164, _spaced(e164.lstrip("+")))
+
+
+class SealedInputCheck(Wire):
+    """Validate the sealed keys `ref` of call `call_sid` as gather `config` asks."""
+
+    call_sid: str
+    ref: str
+    config: GatherConfig
+
+
+class SealedInputResult(Wire):
+    """What the workflow may know of sealed keys: valid or why not, the mask, the read-back."""
+
+    found: bool  # False: the vault no longer has them (expired, Redis lost): ask again
+    ok: bool = False
+    reason: str | None = None
+    masked: str = ""
+    spoken: str = ""  # "a number ending in 1 1 1 1" (never the whole value)
 
 
 def spoken_for_confirm(result: InputResult, sensitive: bool) -> str:

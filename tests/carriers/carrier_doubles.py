@@ -34,6 +34,7 @@ from core.telephony import (
     Record,
     Reply,
     Say,
+    as_answer_to,
     expected_duration_s,
     segment,
 )
@@ -138,6 +139,11 @@ class ScriptedGateway:
     async def advance(
         self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
     ) -> Reply:
+        call = self.calls.get(event.call_sid)
+        if call is not None:
+            # As the workflow does: the event answers what the carrier last played (Exotel
+            # repeats the last keys on later requests, so the adapter's kind is a hint).
+            event = as_answer_to(call.pending, event)
         self.advances.append(Advance(event, update_id, dialect, start))
         if self.explode is not None:
             raise self.explode
@@ -154,6 +160,7 @@ class ScriptedGateway:
         if call.queued and event.kind == EventKind.resumed:
             piece = call.queued.pop(0)
         else:
+            # As the workflow does: the event answers what the carrier last played.
             pieces = segment(demo_flow(call, event), dialect)
             piece, call.queued = pieces[0], pieces[1:]
         final = any(item.kind == "hangup" for item in piece)

@@ -51,7 +51,7 @@ def make_worker(
             *CallActivities(sessionmaker).all(),
             # No Exotel credentials here: silent calls end without a carrier check.
             *CarrierActivities(Settings(env=Env.test), httpx.AsyncClient(), redis).all(),
-            *LogicActivities(logic_settings, sessionmaker, httpx.AsyncClient()).all(),
+            *LogicActivities(logic_settings, sessionmaker, httpx.AsyncClient(), redis).all(),
             *routing,
         ],
         workflow_runner=workflow_runner(),

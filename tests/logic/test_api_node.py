@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from activities.logic import LogicActivities
 from core.config import Env, Settings
 from core.flows.api_call import MISSING, ApiCallResult, build_request, json_path, template_host
+from core.flows.inputs import reveal
 from core.flows.schema import ApiConfig
 from core.http_guard import (
     Allowlist,
@@ -293,3 +294,33 @@ async def test_secrets_do_not_follow_a_redirect_to_another_origin(orders) -> Non
     assert moved.outcome == "success", moved.error
     assert "authorization" not in server.last["headers"]
     assert server.last["headers"]["x-trace"] == "1"
+
+
+async def test_sealed_values_are_filled_from_the_call_vault(orders, redis_url) -> None:
+    """A sensitive input the API sealed reaches the request (path and body) only inside the
+    activity; one the vault no longer holds makes the request an error, never a request
+    with the placeholder in it."""
+    from core.flows import vault
+    from core.flows.inputs import Sensitive
+    from core.redis import make_redis
+
+    server, url = orders
+    ref = vault.sealed_ref("CA1", "u7")
+    card = Sensitive.sealed(ref, "************1111")
+    config = ApiConfig.model_validate({"url": url + "/echo", "method": "POST",
+                                       "body": {"card": "{{ card }}", "note": "x {{ card }}"}})
+    request = build_request(config, reveal({"card": card}), call_sid="CA1", node_id="api",
+                            timeout_s=config.timeout)
+    assert "1111111111111111" not in request.model_dump_json()
+    redis = make_redis(redis_url)
+    try:
+        async with httpx.AsyncClient() as http:
+            activities = LogicActivities(settings(), None, http, redis)
+            expired = await activities.call_api(request)
+            assert expired.outcome == "error" and "expired" in (expired.error or "")
+            await vault.seal(redis, "CA1", ref, "4111111111111111")
+            result = await activities.call_api(request)
+    finally:
+        await redis.aclose()
+    assert result.outcome == "success", result.error
+    assert server.last["body"] == '{"card":"4111111111111111","note":"x 4111111111111111"}'

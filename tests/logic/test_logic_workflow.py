@@ -307,8 +307,9 @@ async def test_sensitive_input_is_masked_in_state_records_and_history(
     stored = json.dumps(row.variables) + json.dumps([v.data for v in visits])
     assert card not in stored
     assert "************1111" in stored
-    # ... and the history holds it only where the carrier's own event brought it in (the
-    # update's input: see the report on encrypting payloads).
+    # ... and the history holds it only where this test's own update brought it in clear
+    # (a client that bypasses the API; through the API the keys are sealed first and the
+    # history holds none: tests/e2e/test_sensitive_input.py).
     history = await call.handle.fetch_history()
     carrying = [e for e in history.events if card in str(e)]
     assert carrying and all(
