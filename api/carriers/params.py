@@ -110,9 +110,14 @@ def _check_sizes(pairs: Iterable[tuple[str, str]]) -> None:
             raise bad_request(f"parameter {key[:64]!r} is longer than 1 kB")
 
 
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON (and PostgreSQL's jsonb refuses them when stored raw).
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _json_document(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as err:
         raise bad_request("request body is not valid JSON") from err
     if not isinstance(data, dict):

@@ -459,6 +459,12 @@ async def test_status_callback_get(client: httpx.AsyncClient, gateway: ScriptedG
     assert gateway.ends[-1].call_status == "completed"
 
 
+async def test_status_callback_with_nan_is_a_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{BASE}/status", content=b'{"CallSid": "CAnan", "Duration": NaN}',
+                                 headers={"content-type": "application/json"})
+    assert_error(response, 400, "not valid JSON")
+
+
 async def test_status_callback_not_stored_is_routed_then_503_for_the_retry(
     client: httpx.AsyncClient, gateway: ScriptedGateway, live_server: LiveServer
 ) -> None:
