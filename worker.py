@@ -89,6 +89,10 @@ async def _serve(settings: Settings) -> int:
 
 
 def main() -> None:
+    # The workflow sandbox re-imports the workflow modules for every call; without their
+    # bytecode cache (PYTHONDONTWRITEBYTECODE is common in containers) every call start
+    # compiles them from source again. Write it for this process whatever the environment.
+    sys.dont_write_bytecode = False
     settings = Settings()
     configure_logging(settings)
     sys.exit(asyncio.run(_serve(settings)))
