@@ -34,7 +34,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.loadtest import machine_info, percentile, require_loopback_url
+# A module, not names: `cli.loadtest` imports cli.main, which imports this module, so when
+# cli.loadtest is imported first its names do not exist yet while this line runs.
+from cli import loadtest as _loadtest
 from cli.main import app
 
 SILENCE = re.compile(r"/silence/(\d+)\.wav$")
@@ -295,7 +297,7 @@ def summarize(run: QueueRun, shape: Shape, elapsed_s: float) -> dict[str, Any]:
     polls = len(run.poll_ms)
 
     def pct(samples: list[float], p: float) -> float | None:
-        value = percentile(samples, p)
+        value = _loadtest.percentile(samples, p)
         return None if value is None else round(value, 1)
 
     return {
@@ -376,7 +378,7 @@ async def run_queue_load(
             report["queueStats"] = await setup.stats()
         finally:
             await setup.remove()
-    report["machine"] = machine_info()
+    report["machine"] = _loadtest.machine_info()
     return report
 
 
@@ -414,7 +416,7 @@ def loadtest_queue(
     from core.config import get_settings
 
     settings = get_settings()
-    api = require_loopback_url(api)
+    api = _loadtest.require_loopback_url(api)
     token = token or settings.webhook_token.get_secret_value()
     password = password or settings.admin_password.get_secret_value()
     shape = Shape(

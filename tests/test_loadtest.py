@@ -396,3 +396,40 @@ async def test_a_baseline_worker_that_cannot_start_is_reported_not_waited_for(
             temporal_client, address="127.0.0.1:1", log_dir=tmp_path, ready_timeout_s=60
         ):
             pytest.fail("a worker that cannot connect must not be reported ready")
+
+
+async def test_the_default_client_over_a_real_socket_counts_the_same() -> None:
+    """Without an injected client the generator uses its aiohttp client (cheaper per request
+    than httpx, on a machine it shares with the stack): same walk, same marks, same errors."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "api"))
+    from api_helpers import serve
+
+    def served(fake: FakeExotelApi) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":  # uvicorn's start-up and shut-down handshake
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            await fake(scope, receive, send)
+
+        return serve(app)
+
+    api = FakeExotelApi()
+    async with served(api) as url:
+        phase = await run_exotel_load(ExotelTarget(url, "tok"), CallPlan(digits=("2",), think_s=0),
+                                      calls=2, concurrency=2, deadline_s=30)
+        slow = FakeExotelApi(hang_turn=1)
+        async with served(slow) as slow_url:
+            timed_out = await run_exotel_load(
+                ExotelTarget(slow_url, "tok"),
+                CallPlan(think_s=0, timeout_s=0.2, max_turns=3), calls=1, concurrency=1,
+                deadline_s=30,
+            )
+    rec = phase.recorder
+    assert rec.completed_calls == 2 and not rec.errors
+    assert rec.turns_per_call == [6, 6] and rec.fallbacks == 2
+    assert rec.applet_fetches == 2 * 6
+    for hits in api.seen.values():
+        assert hits[2]["digits"] == '"2"'
+    assert timed_out.recorder.errors == {"timeout": 1}
