@@ -368,6 +368,10 @@ class _LightResponse:
         self.text = text
         self.headers = headers
 
+    @property
+    def content(self) -> bytes:
+        return self.text.encode()
+
     def json(self) -> Any:
         return json.loads(self.text)
 
@@ -392,6 +396,7 @@ class LightClient:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
+        json: Any = None,
     ) -> _LightResponse:
         import aiohttp
         import httpx
@@ -399,7 +404,8 @@ class LightClient:
 
         try:
             async with self.session.request(
-                method, URL(url, encoded=True), params=params, headers=headers, data=data
+                method, URL(url, encoded=True), params=params, headers=headers, data=data,
+                json=json,
             ) as got:
                 text = await got.text()
         except TimeoutError as exc:
@@ -411,9 +417,15 @@ class LightClient:
             hook(url, params or {}, response)
         return response
 
+    async def get(self, url: str, **kwargs: Any) -> _LightResponse:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> _LightResponse:
+        return await self.request("POST", url, **kwargs)
+
 
 @contextlib.asynccontextmanager
-async def _light_client(concurrency: int, timeout_s: float) -> AsyncIterator[LightClient]:
+async def light_client(concurrency: int, timeout_s: float) -> AsyncIterator[LightClient]:
     import aiohttp
 
     connector = aiohttp.TCPConnector(
@@ -487,7 +499,7 @@ async def run_exotel_load(
     """The real run: `calls` simulated Exotel calls (plus `warmup` unmeasured ones first)."""
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
-            client = await stack.enter_async_context(_light_client(concurrency, plan.timeout_s))
+            client = await stack.enter_async_context(light_client(concurrency, plan.timeout_s))
         marks = FallbackMarks()
         marks.attach(client)
         run = uuid.uuid4().hex[:8]
