@@ -32,6 +32,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import NoScriptError
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -189,16 +190,7 @@ class TemporalCallGateway:
         self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
     ) -> Reply:
         sid = event.call_sid
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._fallback_key(sid))
-            pipe.get(self._reply_key(sid))
-            # While a reply has pieces left, the carrier is back from a prompts-only piece.
-            await self._next_piece(
-                keys=[self._pieces_key(sid), self._reply_key(sid)],
-                args=[update_id, REPLY_TTL_S],
-                client=pipe,
-            )
-            undelivered, cached, (served, *piece) = await pipe.execute()
+        undelivered, cached, (served, *piece) = await self._call_state(sid, update_id)
         if piece and not undelivered:
             return Reply.model_validate_json(piece[0])
         if cached and not undelivered and event.kind != EventKind.ended:
@@ -253,6 +245,27 @@ class TemporalCallGateway:
         return event.model_copy(
             update={"digits": None, "sealed": SealedDigits(ref=ref, masked=mask_value(digits))}
         )
+
+    async def _call_state(self, sid: str, update_id: str) -> list[Any]:
+        """One round trip: the undelivered update, the cached reply, and (while a reply has
+        pieces left, the carrier being back from a prompts-only piece) the next piece.
+
+        EVALSHA directly: a pipeline holding a Script object asks SCRIPT EXISTS first on
+        every execute, a second round trip on every webhook. A Redis that lost its scripts
+        (restarted) answers NOSCRIPT once; the script is loaded and the read repeated."""
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._fallback_key(sid))
+                pipe.get(self._reply_key(sid))
+                pipe.evalsha(self._next_piece.sha, 2, self._pieces_key(sid),
+                             self._reply_key(sid), update_id, REPLY_TTL_S)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self.redis.script_load(_NEXT_PIECE)
+        raise AssertionError("unreachable")
 
     async def _answer_hold_poll(self, sid: str, cached: str) -> Reply | None:
         """A queued caller back from a hold segment: the next segment comes from Redis (live

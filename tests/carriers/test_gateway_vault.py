@@ -105,3 +105,15 @@ def test_placeholders_are_filled_only_from_the_vault() -> None:
     assert vault.placeholders_in(body) == {ref}
     assert vault.fill(body, {ref: "4111"}) == {"card": "4111", "items": ["x-4111", 3]}
     assert vault.placeholders_in({"card": "⟦sealed:not-hex⟧"}) == set()
+
+
+async def test_a_redis_that_lost_its_scripts_is_reloaded_once(gateway) -> None:
+    """The gateway runs its piece script by EVALSHA without asking SCRIPT EXISTS first; a
+    restarted Redis (scripts gone) answers NOSCRIPT once and the webhook still goes through."""
+    gw, client, redis = gateway
+    sid = "VAULT4"
+    await _heard(redis, sid, Reply(instructions=[Gather(max_digits=1)]))
+    await redis.script_flush()
+    await gw.advance(_digits(sid, "3"), update_id="u1", dialect=Dialect.exotel, start=False)
+    assert client.sent[-1].digits == "3"
+    assert (await redis.script_exists(gw._next_piece.sha)) == [True]
