@@ -43,6 +43,10 @@ SILENCE = re.compile(r"/silence/(\d+)\.wav$")
 DEFAULT_CALLED = "+911140001234"
 
 
+# The queue node's default hold segment (s, simulated): a caller is back this often.
+HOLD_SEGMENT_S = 15
+
+
 @dataclass
 class QueueRun:
     waits_s: list[float] = field(default_factory=list)  # answered callers: entry -> dial
@@ -55,6 +59,8 @@ class QueueRun:
     other_ms: list[float] = field(default_factory=list)
     agents_dialled: dict[str, int] = field(default_factory=dict)
     overlaps: int = 0  # an agent's number dialled while its previous call was still on
+    last_arrival: float = 0.0  # monotonic time the last caller's first turn was answered
+    ended: float = 0.0  # monotonic time the run stopped
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -220,8 +226,10 @@ async def caller(
     poll = False
     answered = False
     last_heard = ""
-    for _ in range(2000):
+    for turn in range(2000):
         select = await passthru(extra, poll=poll)
+        if turn == 0:
+            run.last_arrival = max(run.last_arrival, time.monotonic())
         extra, poll = {}, False
         if select == "hangup":
             if not answered:
@@ -236,7 +244,7 @@ async def caller(
             last_heard = spoken[-1] if spoken else last_heard
             hold = next((int(m.group(1)) for m in map(SILENCE.search, lines) if m), None)
             if hold is None and any("queue" in line for line in lines):
-                hold = 15
+                hold = HOLD_SEGMENT_S
             if hold is not None:
                 queued_at = queued_at or time.monotonic()
                 if (time.monotonic() - queued_at) / scale >= patience:
@@ -291,6 +299,26 @@ def peak_rate(times: list[float], window_s: float) -> float | None:
     return round(best / window_s, 1)
 
 
+def steady_polls(run: QueueRun, shape: Shape) -> dict[str, Any]:
+    """Hold polls sent after the last arrival plus one hold segment: count, rate, latency."""
+    settled = run.last_arrival + HOLD_SEGMENT_S * shape.time_scale
+    samples = [ms for ms, done in zip(run.poll_ms, run.poll_at, strict=True)
+               if run.last_arrival and done - ms / 1000 >= settled]
+    window = run.ended - settled
+
+    def pct(p: float) -> float | None:
+        value = _loadtest.percentile(samples, p)
+        return None if value is None else round(value, 1)
+
+    return {
+        "polls": len(samples),
+        "perS": round(len(samples) / window, 1) if samples and window > 0 else None,
+        "p50": pct(50),
+        "p95": pct(95),
+        "p99": pct(99),
+    }
+
+
 def summarize(run: QueueRun, shape: Shape, elapsed_s: float) -> dict[str, Any]:
     answered = len(run.waits_s)
     offered = answered + run.abandoned
@@ -322,6 +350,10 @@ def summarize(run: QueueRun, shape: Shape, elapsed_s: float) -> dict[str, Any]:
             "p95": pct(run.poll_ms, 95),
             "p99": pct(run.poll_ms, 99),
         },
+        # The polls sent once every caller had arrived and heard a first hold segment: the
+        # holding line on its own, apart from the ramp where first turns (workflow starts)
+        # compete with polls for the same CPU.
+        "holdPollMsAfterArrivals": steady_polls(run, shape),
         "otherTurnMs": {"p50": pct(run.other_ms, 50), "p99": pct(run.other_ms, 99)},
         "agentOverlaps": run.overlaps,
         "elapsedS": round(elapsed_s, 1),
@@ -368,6 +400,7 @@ async def run_queue_load(
 
             tasks = [asyncio.create_task(one(i)) for i in range(shape.callers)]
             _, pending = await asyncio.wait(tasks, timeout=shape.max_real_s)
+            run.ended = time.monotonic()
             for task in pending:  # still holding at the end of the run: they hang up
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -126,3 +126,21 @@ async def test_queue_benchmark(stack):
         called="+911140009877",
     )
     print("BENCH " + json.dumps(report))
+
+
+def test_steady_polls_leave_out_the_arrival_ramp() -> None:
+    """Polls answered before the last caller arrived and heard a first segment are the ramp;
+    the steady figure counts only the ones after, over the time after."""
+    from cli.loadtest_queue import QueueRun, steady_polls
+
+    shape = Shape(callers=3, agents=1, handle_s=60, patience_s=0, arrival_s=0, time_scale=0.1,
+                  service_level_s=20, seed=1)
+    run = QueueRun(last_arrival=100.0, ended=111.5)
+    # (latency ms, answered at): ramp polls before 101.5 s, steady ones after.
+    for ms, done in [(900, 100.5), (800, 101.6), (40, 102.0), (60, 105.0), (20, 111.0)]:
+        run.poll_ms.append(ms)
+        run.poll_at.append(done)
+    steady = steady_polls(run, shape)
+    assert steady["polls"] == 3  # 101.6 - 0.8 s began at 100.8, before the segment ended
+    assert steady["perS"] == 0.3 and steady["p99"] == 60 and steady["p50"] == 40
+    assert steady_polls(QueueRun(), shape)["polls"] == 0
