@@ -58,4 +58,19 @@ def make_worker(
     )
 
 
-__all__ = ["OPEN_CLOCK", "make_worker", "serve"]
+async def publish_on_number(
+    http: httpx.AsyncClient, headers: dict[str, str], body: dict, number: str
+) -> int:
+    """Create a flow through the REST API, give it `number` and publish it; its id."""
+    created = await http.post("/api/flows", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    flow_id = created.json()["id"]
+    numbers = await http.put(f"/api/flows/{flow_id}/numbers", json={"numbers": [number]},
+                             headers=headers)
+    assert numbers.status_code == 200, numbers.text
+    published = await http.post(f"/api/flows/{flow_id}/publish", headers=headers)
+    assert published.status_code == 201, published.text
+    return int(flow_id)
+
+
+__all__ = ["OPEN_CLOCK", "make_worker", "publish_on_number", "serve"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_support import OPEN_CLOCK, make_worker, serve
+from e2e_support import OPEN_CLOCK, make_worker, publish_on_number, serve
 from sqlalchemy import select
 from temporalio.client import Client
 
@@ -145,15 +145,8 @@ async def test_order_status_sample_gather_api_decision_over_exotel(
     async with serve(orders.app()) as orders_url:
         defn = order_status_flow(orders_url=orders_url + "/orders/{{ order_number }}")
         body = {**defn.to_json_dict(), "name": f"Orders {uuid.uuid4().hex[:6]}"}
-        created = await http.post("/api/flows", json=body, headers=admin_headers)
-        assert created.status_code == 201, created.text
-        flow_id = created.json()["id"]
         number = "+911140009999"
-        numbers = await http.put(f"/api/flows/{flow_id}/numbers", json={"numbers": [number]},
-                                 headers=admin_headers)
-        assert numbers.status_code == 200, numbers.text
-        published = await http.post(f"/api/flows/{flow_id}/publish", headers=admin_headers)
-        assert published.status_code == 201, published.text
+        flow_id = await publish_on_number(http, admin_headers, body, number)
 
         worker_settings = Settings(env=e2e_settings.env, api_node_allowlist="127.0.0.1")
         async with make_worker(client_dc, e2e_settings.temporal_task_queue, sessionmaker,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from e2e_support import make_worker, serve
+from e2e_support import make_worker, publish_on_number, serve
 from sqlalchemy import select
 from temporalio.client import Client
 from test_logic_calls import ended
@@ -84,15 +84,7 @@ async def test_card_number_reaches_the_api_and_nothing_else(
 ):
     bank = OrdersServer()
     async with serve(bank.app()) as bank_url:
-        created = await http.post("/api/flows", json=card_flow(bank_url + "/echo"),
-                                  headers=admin_headers)
-        assert created.status_code == 201, created.text
-        flow_id = created.json()["id"]
-        put = await http.put(f"/api/flows/{flow_id}/numbers", json={"numbers": [NUMBER]},
-                             headers=admin_headers)
-        assert put.status_code == 200, put.text
-        published = await http.post(f"/api/flows/{flow_id}/publish", headers=admin_headers)
-        assert published.status_code == 201, published.text
+        await publish_on_number(http, admin_headers, card_flow(bank_url + "/echo"), NUMBER)
 
         worker_settings = Settings(env=e2e_settings.env, api_node_allowlist="127.0.0.1")
         async with make_worker(client_dc, e2e_settings.temporal_task_queue, sessionmaker,
