@@ -83,6 +83,10 @@ async def get_current_user(
     user = await users_repo.get(session, claims.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("user is disabled or no longer exists")
+    cutoff = user.sessions_valid_after
+    # `iat` has whole seconds: a token from the second of the cut-off itself still passes.
+    if cutoff is not None and claims.issued_at < cutoff.replace(microsecond=0):
+        raise Unauthorized("this session has ended (password, role or status changed)")
     request.state.user = user
     structlog.contextvars.bind_contextvars(user_id=user.id)
     return user

@@ -94,7 +94,8 @@ async def _tables(url: str) -> set[str]:
 def test_history_has_one_head() -> None:
     # 0002_routing: agents keep their mirrored live state (issue 6).
     # 0003_carrier_status_events: every status callback stored raw (issue 9).
-    assert migrate.head() == "0003"
+    # 0004_user_sessions_valid_after: access tokens end with a password reset.
+    assert migrate.head() == "0004"
 
 
 async def test_upgrade_check_downgrade_and_upgrade_again(empty_db: str) -> None:

@@ -128,7 +128,9 @@ async def update_user(
     )
     revoked = 0
     if end_sessions:
-        revoked = await tokens_repo.revoke_all_for_user(session, user.id, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        revoked = await tokens_repo.revoke_all_for_user(session, user.id, now=now)
+        user.sessions_valid_after = now  # access tokens already out stop working too
     await users_repo.flush_or_conflict(session, f"username {user.username!r} is taken")
 
     old, new = audit_repo.changes(before, users_repo.summary(user))

@@ -79,6 +79,9 @@ class User(TimestampMixin, Base):
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     last_login_at: Mapped[datetime | None]
+    # Access tokens issued before this instant are refused (a password reset, a new role or
+    # disabling ends every session at once, not when the short-lived token expires).
+    sessions_valid_after: Mapped[datetime | None]
 
 
 class RefreshToken(Base):

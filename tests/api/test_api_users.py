@@ -300,3 +300,30 @@ def test_audit_summaries_are_scrubbed_of_secrets_at_any_depth() -> None:
     }
     assert audit_repo.scrub(None) is None
     assert audit_repo.changes({"a": 1, "b": 2}, {"a": 1, "b": 3}) == ({"b": 2}, {"b": 3})
+
+
+async def test_access_tokens_issued_before_a_password_reset_stop_working(
+    client: httpx.AsyncClient, auth
+) -> None:
+    """The refresh token is revoked at once; so is an access token already handed out (it
+    would otherwise live until it expires), while one issued after the reset works."""
+    import asyncio
+
+    made = await client.post(
+        "/api/users",
+        json={"username": "leaked", "password": "first-password", "role": "manager"},
+        headers=auth("admin"),
+    )
+    user_id = made.json()["id"]
+    stolen = await login(client, "leaked", "first-password")
+    assert (await client.get("/api/auth/me", headers=stolen.headers)).status_code == 200
+    await asyncio.sleep(1.1)  # tokens carry whole seconds: the reset must fall in a later one
+    reset = await client.patch(
+        f"/api/users/{user_id}", json={"password": "second-password"}, headers=auth("admin")
+    )
+    assert reset.status_code == 200
+    refused = await client.get("/api/auth/me", headers=stolen.headers)
+    assert_error(refused, 401)
+    assert "session has ended" in refused.json()["detail"]
+    fresh = await login(client, "leaked", "second-password")
+    assert (await client.get("/api/auth/me", headers=fresh.headers)).status_code == 200
