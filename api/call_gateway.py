@@ -27,7 +27,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -152,6 +152,7 @@ class TemporalCallGateway:
         redis: aioredis.Redis,
         settings: Settings,
         resolve_flow: FlowResolver,
+        record_start: Callable[[CallStart, datetime], Awaitable[None]] | None = None,
     ) -> None:
         # A callable lets the API start before Temporal answers (it connects in the background).
         self._client = client
@@ -162,6 +163,10 @@ class TemporalCallGateway:
         self._next_piece = redis.register_script(_NEXT_PIECE)
         self.hold_poller = HoldPoller(redis)
         self._store_reply = redis.register_script(_STORE_REPLY)
+        # Writes a started call's row and live event (core.call_records); None: the workflow's
+        # own writes make the row.
+        self.record_start = record_start
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def client(self) -> Client:
@@ -330,14 +335,19 @@ class TemporalCallGateway:
                 return await handle.execute_update(
                     ADVANCE_UPDATE, event, id=update_id, result_type=Reply
                 )
-            operation = await self._start_operation(event, dialect, workflow_id)
-            return await self.client.execute_update_with_start_workflow(
+            at = datetime.now(UTC)
+            start_input, operation = await self._start_operation(event, dialect, workflow_id)
+            reply = await self.client.execute_update_with_start_workflow(
                 ADVANCE_UPDATE,
                 event,
                 start_workflow_operation=operation,
                 id=update_id,
                 result_type=Reply,
             )
+            if self.record_start is not None:
+                # After the reply, never before it: the caller does not wait for the row.
+                self._spawn(self.record_start(start_input, at))
+            return reply
         except WorkflowUpdateFailedError as err:
             cause = getattr(err.cause, "type", None)
             if cause == "CallOver":
@@ -353,9 +363,14 @@ class TemporalCallGateway:
                 raise CallOver(event.call_sid) from err
             raise
 
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)  # a reference until done, or the loop may drop it
+        task.add_done_callback(self._background.discard)
+
     async def _start_operation(
         self, event: CallEvent, dialect: Dialect, workflow_id: str
-    ) -> WithStartWorkflowOperation[Any, Any]:
+    ) -> tuple[CallStart, WithStartWorkflowOperation[Any, Any]]:
         resolved = await self.resolve_flow(event.called, event.custom_field)
         if resolved is None:
             raise FlowNotFound(event.called or "")
@@ -376,7 +391,7 @@ class TemporalCallGateway:
             definition_checksum=checksum,
             grace_s=self.settings.call_grace_s,
         )
-        return WithStartWorkflowOperation(
+        return start, WithStartWorkflowOperation(
             CALL_WORKFLOW,
             start,
             id=workflow_id,

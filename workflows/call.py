@@ -64,6 +64,9 @@ VISIT_BATCH = 12
 MAX_CARRIER_CONFIRMATIONS = 3
 # How long to wait for the very first webhook's update after a start without one.
 FIRST_TURN_WAIT_S = 60.0
+# Since this patch the API writes a call's start record (core.call_records); the first turn no
+# longer schedules a write of its own (one activity and one workflow task less per call).
+API_START_RECORD_PATCH = "api-writes-start-record"
 
 
 class _Ctx:
@@ -156,7 +159,9 @@ class CallWorkflow:
         self.confirmations = 0
         self.turn_lock = asyncio.Lock()
         self.indexed_node: str | None = None  # CurrentNode as last written to the index
-        # Sent with the first write (visits or the final record), never on its own.
+        # Whether the API writes the start record (decided at the first write: a patch).
+        self.api_start_record: bool | None = None
+        # Carried by the workflow's writes (visit batches, the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord(
             call_sid=start.call_sid,
             workflow_id=workflow.info().workflow_id,
@@ -302,7 +307,8 @@ class CallWorkflow:
             "finalize_call",
             CallFinalRecord(
                 call_sid=self.start.call_sid,
-                started=self._take_start_record(),
+                # Still set unless an old-style first-turn write took it (idempotent insert).
+                started=self.start_record,
                 visits=last_visits,
                 status=status,
                 reason=reason,
@@ -513,24 +519,38 @@ class CallWorkflow:
     # --- fire-and-forget writes --------------------------------------------------------
 
     def _flush_visits(self) -> None:
-        """Write node visits: with the call's start on its first turn, then in batches; the
-        rest ride on the final record. Every activity costs the worker a workflow task, so
-        mid-call turns write only when a batch is full; live position comes from the `state`
-        query and search attributes.
+        """Write node visits in batches; the rest ride on the final record. Every activity
+        costs the server an activity task and the worker a workflow task, so turns write only
+        when a batch is full; live position comes from the `state` query and search
+        attributes, the call's row and `call:started` from the API that started it.
         """
         if not self.unsent_visits:
             return
-        if self.start_record is None and len(self.unsent_visits) < VISIT_BATCH:
-            return
+        if self._api_records_start():
+            # The API wrote the start record when it started us: visits wait for a full
+            # batch, and every write carries the start record (an idempotent insert) in case
+            # the API could not.
+            if len(self.unsent_visits) < VISIT_BATCH:
+                return
+            started = self.start_record
+        else:  # calls started before the API wrote start records (their histories replay)
+            if self.start_record is None and len(self.unsent_visits) < VISIT_BATCH:
+                return
+            started = self._take_start_record()
         record = VisitsRecord(
             call_sid=self.start.call_sid,
-            started=self._take_start_record(),
+            started=started,
             visits=[self.unsent_visits[k] for k in sorted(self.unsent_visits)],
             current_node=self.node_id,
             path=[v.node_id for v in self.visits],
         )
         self.unsent_visits = {}
         self._write("record_node_visits", record)
+
+    def _api_records_start(self) -> bool:
+        if self.api_start_record is None:
+            self.api_start_record = workflow.patched(API_START_RECORD_PATCH)
+        return self.api_start_record
 
     def _take_start_record(self) -> CallStartedRecord | None:
         record, self.start_record = self.start_record, None

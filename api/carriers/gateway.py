@@ -70,6 +70,8 @@ async def get_call_gateway(request: Request) -> CallGateway:
     gateway = getattr(state, "call_gateway", None)
     if gateway is None:
         from api.call_gateway import TemporalCallGateway
+        from core.call_records import StartRecorder
+        from core.events import EventPublisher
         from core.repositories.flows import make_flow_resolver
 
         gateway = TemporalCallGateway(
@@ -77,6 +79,7 @@ async def get_call_gateway(request: Request) -> CallGateway:
             state.redis,
             state.settings,
             make_flow_resolver(state.sessionmaker),
+            record_start=StartRecorder(state.sessionmaker, EventPublisher(state.redis)),
         )
         state.call_gateway = gateway
     return gateway  # type: ignore[no-any-return]

@@ -446,3 +446,46 @@ async def kill_worker_mid_call(http, e2e_settings, worker_env, sessionmaker) -> 
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+async def test_the_api_records_the_start_and_the_first_turn_schedules_no_write(
+    worker, http, e2e_settings, sessionmaker, client_dc, redis_url
+):
+    """The API that started the call writes its row (in progress) and announces it; the
+    workflow's first turn schedules no activity of its own, and the final record still lands
+    with the call's start data."""
+    from temporalio.api.enums.v1 import EventType
+
+    from core.redis import make_redis
+
+    redis = make_redis(redis_url)
+    events = redis.pubsub()
+    await events.subscribe("ivr:events")
+    try:
+        call = ExotelCall(http, e2e_settings)
+        assert await call.select() == "gather"
+        row = None
+        for _ in range(100):
+            row = await execution(sessionmaker, call.sid)
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None and row.status == "in_progress" and row.ended_at is None
+        assert row.caller == "+919876543210" and row.flow_id is not None
+        announced = []
+        for _ in range(100):
+            message = await events.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message and call.sid in message["data"] and "call:started" in message["data"]:
+                announced.append(message["data"])
+                break
+        assert announced, "no call:started for the call"
+        history = await client_dc.get_workflow_handle(f"call-{call.sid}").fetch_history()
+        assert not [e for e in history.events
+                    if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+        await http.post(f"{call.base}/status", data={"CallSid": call.sid, "Status": "completed"})
+        ended = await wait_for_end(sessionmaker, call.sid, timeout_s=10)
+        assert ended.id == row.id and ended.flow_id == row.flow_id
+        assert ended.path[:2] == ["welcome", "main_menu"]
+    finally:
+        await events.aclose()
+        await redis.aclose()
