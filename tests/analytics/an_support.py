@@ -92,4 +92,8 @@ class Listener:
         raise AssertionError(f"no {name} matching within {timeout_s}s; got {dict(self.got)}")
 
 
-__all__ = ["PASSWORDS", "Listener", "assert_error", "login", "make_worker", "serve"]
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+__all__ = ["PASSWORDS", "Listener", "assert_error", "bearer", "login", "make_worker", "serve"]

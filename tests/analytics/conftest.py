@@ -78,5 +78,3 @@ async def tokens(http: httpx.AsyncClient) -> dict[str, str]:
     }
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}

@@ -12,8 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import socketio
-from an_support import Listener, assert_error
-from conftest import bearer
+from an_support import Listener, assert_error, bearer
 from sqlalchemy import select
 
 from core.db.models import CallQueueEntry, Flow, FlowExecution, Queue

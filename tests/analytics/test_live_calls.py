@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from an_support import Listener, make_worker
-from conftest import bearer
+from an_support import Listener, bearer, make_worker
 from sqlalchemy import select
 
 from cli.call import TALK_TIME_S, Outcome, SimulatedCall

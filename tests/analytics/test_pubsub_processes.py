@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from an_support import Listener
-from conftest import bearer
+from an_support import Listener, bearer
 
 from cli.call import Outcome, SimulatedCall
 from core.flows.samples import MAIN_FLOW_NAME

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psutil
 import pytest
-from conftest import bearer
+from an_support import bearer
 from sqlalchemy import select, text
 
 from core import analytics as kpi
