@@ -390,6 +390,7 @@ class TemporalCallGateway:
             definition=definition,
             definition_checksum=checksum,
             grace_s=self.settings.call_grace_s,
+            start_recorded=self.record_start is not None,
         )
         return start, WithStartWorkflowOperation(
             CALL_WORKFLOW,

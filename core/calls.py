@@ -37,6 +37,10 @@ class CallStart(Wire):
     # sha256 of the published version's canonical JSON: lets workers parse it once.
     definition_checksum: str | None = None
     grace_s: float = 20.0
+    # The starter writes the call's start record itself (the API does, core.call_records):
+    # the workflow's first turn then schedules no write of its own. False for histories from
+    # before, and for starters that do not (tests driving the workflow directly).
+    start_recorded: bool = False
 
 
 class NodeVisit(Wire):

@@ -64,9 +64,6 @@ VISIT_BATCH = 12
 MAX_CARRIER_CONFIRMATIONS = 3
 # How long to wait for the very first webhook's update after a start without one.
 FIRST_TURN_WAIT_S = 60.0
-# Since this patch the API writes a call's start record (core.call_records); the first turn no
-# longer schedules a write of its own (one activity and one workflow task less per call).
-API_START_RECORD_PATCH = "api-writes-start-record"
 
 
 class _Ctx:
@@ -159,8 +156,6 @@ class CallWorkflow:
         self.confirmations = 0
         self.turn_lock = asyncio.Lock()
         self.indexed_node: str | None = None  # CurrentNode as last written to the index
-        # Whether the API writes the start record (decided at the first write: a patch).
-        self.api_start_record: bool | None = None
         # Carried by the workflow's writes (visit batches, the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord(
             call_sid=start.call_sid,
@@ -526,14 +521,14 @@ class CallWorkflow:
         """
         if not self.unsent_visits:
             return
-        if self._api_records_start():
+        if self.start.start_recorded:
             # The API wrote the start record when it started us: visits wait for a full
             # batch, and every write carries the start record (an idempotent insert) in case
             # the API could not.
             if len(self.unsent_visits) < VISIT_BATCH:
                 return
             started = self.start_record
-        else:  # calls started before the API wrote start records (their histories replay)
+        else:  # started by something that does not record starts (or before the API did)
             if self.start_record is None and len(self.unsent_visits) < VISIT_BATCH:
                 return
             started = self._take_start_record()
@@ -546,11 +541,6 @@ class CallWorkflow:
         )
         self.unsent_visits = {}
         self._write("record_node_visits", record)
-
-    def _api_records_start(self) -> bool:
-        if self.api_start_record is None:
-            self.api_start_record = workflow.patched(API_START_RECORD_PATCH)
-        return self.api_start_record
 
     def _take_start_record(self) -> CallStartedRecord | None:
         record, self.start_record = self.start_record, None
