@@ -206,18 +206,19 @@ class TemporalCallGateway:
         if start and cached:
             # We already answered this call: a plain update, no flow lookup, no start.
             start = False
-        if event.digits and cached:
+        if undelivered:
+            # The caller never heard our last answer: ask for it again under its own id (its
+            # keys were sealed or dropped when it was first received).
+            event = CallEvent.model_validate_json(undelivered["event"])
+            update_id = undelivered["update_id"]
+            start = undelivered.get("start") == "1"
+        elif event.digits and cached:
             if '"gather"' not in cached:
                 # Exotel repeats the last keys on later requests: after a prompt they answer
                 # nothing (the workflow would ignore them) and may be a card number.
                 event = event.model_copy(update={"digits": None})
             elif _awaits_sensitive(cached):
                 event = await self._seal(event, update_id)
-        if undelivered:
-            # The caller never heard our last answer: ask for it again under its own id.
-            event = CallEvent.model_validate_json(undelivered["event"])
-            update_id = undelivered["update_id"]
-            start = undelivered.get("start") == "1"
         try:
             reply = await asyncio.wait_for(
                 self._send(event, update_id=update_id, dialect=dialect, start=start),
