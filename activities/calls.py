@@ -99,13 +99,9 @@ class CallActivities:
             return
         execution_id, flow_id, flow_name = ids
         if started is not None:
-            await publisher.publish(
-                "call:started",
-                events.ANALYTICS_ROOM,
-                events.call_started(call_sid=call_sid, flow_id=started.flow_id,
-                                    flow_name=flow_name, caller=started.caller),
-                at=started.started_at,
-                once_key=f"started:{call_sid}",
+            await events.announce_call_started(
+                publisher, call_sid=call_sid, flow_id=started.flow_id, flow_name=flow_name,
+                caller=started.caller, at=started.started_at,
             )
         if flow_id is None:
             return

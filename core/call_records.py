@@ -25,20 +25,6 @@ from core.temporal import call_workflow_id
 log = structlog.get_logger(__name__)
 
 
-def started_record(start: CallStart, at: datetime) -> CallStartedRecord:
-    return CallStartedRecord(
-        call_sid=start.call_sid,
-        workflow_id=call_workflow_id(start.call_sid),
-        flow_id=start.flow_id,
-        flow_version=start.flow_version,
-        carrier=start.carrier,
-        direction=start.direction,
-        caller=start.caller,
-        called=start.called,
-        started_at=at,
-    )
-
-
 class StartRecorder:
     """Writes a started call's row and publishes `call:started` (both idempotent)."""
 
@@ -51,7 +37,9 @@ class StartRecorder:
         self.publisher = publisher
 
     async def __call__(self, start: CallStart, at: datetime) -> None:
-        record = started_record(start, at)
+        record = CallStartedRecord.of(
+            start, workflow_id=call_workflow_id(start.call_sid), started_at=at
+        )
         try:
             async with self.sessionmaker.begin() as session:
                 await executions.record_started(session, record)
@@ -59,14 +47,10 @@ class StartRecorder:
             log.warning("call_start_not_recorded", call_sid=start.call_sid, exc_info=True)
             return
         if self.publisher is not None:
-            await self.publisher.publish(
-                "call:started",
-                events.ANALYTICS_ROOM,
-                events.call_started(call_sid=start.call_sid, flow_id=start.flow_id,
-                                    flow_name=start.flow_name, caller=start.caller),
-                at=at,
-                once_key=f"started:{start.call_sid}",
+            await events.announce_call_started(
+                self.publisher, call_sid=start.call_sid, flow_id=start.flow_id,
+                flow_name=start.flow_name, caller=start.caller, at=at,
             )
 
 
-__all__ = ["StartRecorder", "started_record"]
+__all__ = ["StartRecorder"]

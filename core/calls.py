@@ -94,6 +94,21 @@ class CallStartedRecord(Wire):
     called: str | None
     started_at: datetime
 
+    @classmethod
+    def of(cls, start: CallStart, *, workflow_id: str, started_at: datetime) -> CallStartedRecord:
+        """The start record of the call `start` describes (the workflow's and the API's)."""
+        return cls(
+            call_sid=start.call_sid,
+            workflow_id=workflow_id,
+            flow_id=start.flow_id,
+            flow_version=start.flow_version,
+            carrier=start.carrier,
+            direction=start.direction,
+            caller=start.caller,
+            called=start.called,
+            started_at=started_at,
+        )
+
 
 class VisitsRecord(Wire):
     call_sid: str

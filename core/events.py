@@ -76,6 +76,21 @@ def call_started(
             "callerNumber": mask(caller)}
 
 
+async def announce_call_started(
+    publisher: EventPublisher, *, call_sid: str, flow_id: int | None, flow_name: str | None,
+    caller: str | None, at: datetime,
+) -> None:
+    """`call:started`, once per call whoever announces it (the API that started it, or the
+    workflow's first write if the API could not): one guard key for both."""
+    await publisher.publish(
+        "call:started",
+        ANALYTICS_ROOM,
+        call_started(call_sid=call_sid, flow_id=flow_id, flow_name=flow_name, caller=caller),
+        at=at,
+        once_key=f"started:{call_sid}",
+    )
+
+
 def call_completed(
     *, call_sid: str, flow_id: int | None, status: str, duration_s: float
 ) -> dict[str, Any]:

@@ -157,16 +157,8 @@ class CallWorkflow:
         self.turn_lock = asyncio.Lock()
         self.indexed_node: str | None = None  # CurrentNode as last written to the index
         # Carried by the workflow's writes (visit batches, the final record), never on its own.
-        self.start_record: CallStartedRecord | None = CallStartedRecord(
-            call_sid=start.call_sid,
-            workflow_id=workflow.info().workflow_id,
-            flow_id=start.flow_id,
-            flow_version=start.flow_version,
-            carrier=start.carrier,
-            direction=start.direction,
-            caller=start.caller,
-            called=start.called,
-            started_at=self.started_at,
+        self.start_record: CallStartedRecord | None = CallStartedRecord.of(
+            start, workflow_id=workflow.info().workflow_id, started_at=self.started_at
         )
 
     # --- run: wait for the end ---------------------------------------------------------
