@@ -22,8 +22,6 @@ from temporalio import activity
 from core.business_hours import (
     ScheduleBundle,
     ScheduleRequest,
-    schedule_from_row,
-    snapshot,
 )
 from core.config import Settings
 from core.flows import vault
@@ -98,22 +96,7 @@ class LogicActivities:
         """Schedules with their public holidays resolved around `req.at`, for the workflow
         to check at its own clock (or the test clock, when configured)."""
         async with self.sessionmaker() as session:
-            rows = await hours_repo.get_many(session, sorted(set(req.ids)))
-        found = {row.id: row for row in rows}
-        snapshots = []
-        for schedule_id in sorted(found):
-            try:
-                schedule = schedule_from_row(found[schedule_id])
-            except ValueError as exc:  # a row edited outside the API into something invalid
-                log.warning("business_hours_unreadable", id=schedule_id, error=str(exc)[:200])
-                continue
-            snapshots.append(snapshot(schedule_id, schedule, req.at))
-        have = {s.id for s in snapshots}
-        return ScheduleBundle(
-            snapshots=snapshots,
-            missing=[i for i in req.ids if i not in have],
-            clock=None if self.settings.is_production else self.settings.business_hours_clock,
-        )
+            return await hours_repo.bundle(session, req, clock=self.settings.schedule_clock)
 
     # --- sensitive gather input -------------------------------------------------------------
 

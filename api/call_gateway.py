@@ -45,9 +45,11 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.carriers.gateway import CallOver, UnknownCall
+from api.opening import ScheduleLoader, walk_opening
 from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
 from core.config import Settings
 from core.flows.inputs import mask_value
@@ -66,13 +68,21 @@ from core.telephony import (
     SealedDigits,
     expected_duration_s,
 )
-from core.temporal import CALL_STATUS, CALLER_HASH, FLOW_ID, FLOW_VERSION, call_workflow_id
+from core.temporal import (
+    CALL_STATUS,
+    CALLER_HASH,
+    CURRENT_NODE,
+    FLOW_ID,
+    FLOW_VERSION,
+    call_workflow_id,
+)
 
 log = structlog.get_logger(__name__)
 
 HOLD_TEXT = "Please stay on the line."
 NOT_IN_SERVICE = "Sorry, this number is not in service. Goodbye."
 REPLY_TTL_S = 6 * 3600
+CALL_TIMEOUT = timedelta(hours=6)
 
 # A reply's later pieces, handed out one per carrier return. KEYS: the call's piece hash, its
 # cached-reply key. ARGV: the update id of this webhook, the TTL. A retried webhook (same id)
@@ -153,6 +163,7 @@ class TemporalCallGateway:
         settings: Settings,
         resolve_flow: FlowResolver,
         record_start: Callable[[CallStart, datetime], Awaitable[None]] | None = None,
+        schedules: ScheduleLoader | None = None,
     ) -> None:
         # A callable lets the API start before Temporal answers (it connects in the background).
         self._client = client
@@ -166,6 +177,9 @@ class TemporalCallGateway:
         # Writes a started call's row and live event (core.call_records); None: the workflow's
         # own writes make the row.
         self.record_start = record_start
+        # Business hours for first turns the API walks itself (api.opening); None: every
+        # first turn goes through the workflow (update-with-start).
+        self.schedules = schedules
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -338,13 +352,17 @@ class TemporalCallGateway:
                 )
             at = datetime.now(UTC)
             start_input, operation = await self._start_operation(event, dialect, workflow_id)
-            reply = await self.client.execute_update_with_start_workflow(
-                ADVANCE_UPDATE,
-                event,
-                start_workflow_operation=operation,
-                id=update_id,
-                result_type=Reply,
-            )
+            reply = None
+            if self.schedules is not None:
+                reply = await self._start_opened(start_input, event, update_id, at)
+            if reply is None:
+                reply = await self.client.execute_update_with_start_workflow(
+                    ADVANCE_UPDATE,
+                    event,
+                    start_workflow_operation=operation,
+                    id=update_id,
+                    result_type=Reply,
+                )
             if self.record_start is not None:
                 # After the reply, never before it: the caller does not wait for the row.
                 self._spawn(self.record_start(start_input, at))
@@ -363,6 +381,41 @@ class TemporalCallGateway:
             ):
                 raise CallOver(event.call_sid) from err
             raise
+
+    async def _start_opened(
+        self, start: CallStart, event: CallEvent, update_id: str, at: datetime
+    ) -> Reply | None:
+        """Answer the first turn from the API's own walk of it (api.opening) and start the
+        workflow from there: a plain start, which needs no worker to return. None: the flow
+        needs the workflow for its first turn (the caller then waits for update-with-start).
+
+        A start that finds the workflow there already (a carrier retry whose first attempt
+        started it, a call begun by update-with-start) asks it instead, under the same update
+        id: the workflow answers its own opening again, or the update it already ran."""
+        assert self.schedules is not None
+        opening = await walk_opening(start, event, update_id, self.schedules, at=at)
+        if opening is None:
+            return None
+        workflow_id = call_workflow_id(event.call_sid)
+        try:
+            await self.client.start_workflow(
+                CALL_WORKFLOW,
+                start.model_copy(update={"opening": opening}),
+                id=workflow_id,
+                task_queue=self.settings.temporal_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                execution_timeout=CALL_TIMEOUT,
+                search_attributes=self._search_attributes(
+                    start, event, SearchAttributePair(CURRENT_NODE, opening.node_id)
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            handle = self.client.get_workflow_handle(workflow_id)
+            return await handle.execute_update(
+                ADVANCE_UPDATE, event, id=update_id, result_type=Reply
+            )
+        return opening.reply
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -400,15 +453,22 @@ class TemporalCallGateway:
             task_queue=self.settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            execution_timeout=timedelta(hours=6),
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(FLOW_ID, flow_id),
-                    SearchAttributePair(FLOW_VERSION, version),
-                    SearchAttributePair(CALLER_HASH, _caller_hash(event.caller)),
-                    SearchAttributePair(CALL_STATUS, "in_progress"),
-                ]
-            ),
+            execution_timeout=CALL_TIMEOUT,
+            search_attributes=self._search_attributes(start, event),
+        )
+
+    @staticmethod
+    def _search_attributes(
+        start: CallStart, event: CallEvent, *more: SearchAttributePair[Any]
+    ) -> TypedSearchAttributes:
+        return TypedSearchAttributes(
+            [
+                SearchAttributePair(FLOW_ID, start.flow_id),
+                SearchAttributePair(FLOW_VERSION, start.flow_version),
+                SearchAttributePair(CALLER_HASH, _caller_hash(event.caller)),
+                SearchAttributePair(CALL_STATUS, "in_progress"),
+                *more,
+            ]
         )
 
     async def _fallback(self, event: CallEvent, update_id: str, start: bool) -> Reply:

@@ -41,6 +41,9 @@ class CallStart(Wire):
     # the workflow's first turn then schedules no write of its own. False for histories from
     # before, and for starters that do not (tests driving the workflow directly).
     start_recorded: bool = False
+    # The first turn, already walked and answered by the API (api/opening.py): the workflow
+    # starts from it instead of walking the entry itself. None: the first update walks it.
+    opening: Opening | None = None
 
 
 class NodeVisit(Wire):
@@ -52,6 +55,21 @@ class NodeVisit(Wire):
     exited_at: datetime | None = None
     port: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Opening(Wire):
+    """A call's first turn as the API walked it before starting the workflow: the reply the
+    caller got (under `update_id`, the first webhook's update id) and the state it left."""
+
+    update_id: str
+    reply: Reply
+    node_id: str  # the node waiting for the carrier
+    visits: list[NodeVisit]
+    variables: dict[str, Any]
+    node_state: dict[str, Any] = Field(default_factory=dict)
+
+
+CallStart.model_rebuild()
 
 
 class CallOutcome(Wire):

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
 
     # Webhook reply budget: past it the adapter answers a safe holding reply.
     webhook_budget_ms: int = Field(default=2000, ge=100, validation_alias="IVR_WEBHOOK_BUDGET_MS")
+    # The API answers a call's first turn itself when the flow's opening needs no workflow
+    # (api/opening.py) and starts the workflow from there. Off: every first turn is an
+    # update-with-start (e.g. while workers older than this field still run).
+    api_walks_opening: bool = Field(default=True, validation_alias="IVR_API_OPENING")
 
     # Silence after a reply's expected duration before a call counts as hung up (Exotel sends
     # no end-of-call callback for inbound flows).
@@ -162,6 +166,12 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == Env.production
+
+    @property
+    def schedule_clock(self) -> datetime | None:
+        """The instant business-hours checks read instead of the call's clock (never in
+        production)."""
+        return None if self.is_production else self.business_hours_clock
 
     @property
     def exotel_base_url(self) -> str:

@@ -11,8 +11,6 @@ record exactly once.
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +20,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from core.calls import (
-        MAX_STEPS_PER_TURN,
         MAX_TURNS_PER_CALL,
         CallFinalRecord,
         CallOutcome,
@@ -32,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         CarrierStatus,
         CarrierStatusRequest,
         NodeVisit,
+        Opening,
         VisitsRecord,
     )
     from core.flows.schema import parse_frozen
@@ -43,11 +41,11 @@ with workflow.unsafe.imports_passed_through():
         Reply,
         Say,
         as_answer_to,
-        expected_duration_s,
         segment,
     )
     from core.temporal import CALL_STATUS, CURRENT_NODE
-    from workflows.nodes import GOODBYE, HANDLERS, Step, render
+    from workflows.nodes import GOODBYE, render
+    from workflows.walker import FlowWalker, initial_variables, reply_of
 
 
 # DB writes must never be lost: retry until the database is back, but don't hold the caller.
@@ -130,21 +128,11 @@ class CallWorkflow:
     def __init__(self, start: CallStart) -> None:
         self.start = start
         self.flow = parse_frozen(start.definition, start.definition_checksum)
-        self.ctx = _Ctx(
-            {
-                "call_sid": start.call_sid,
-                "caller": start.caller or "",
-                "called": start.called or "",
-                "direction": start.direction,
-                "custom_field": start.custom_field or "",
-            }
-        )
+        self.ctx = _Ctx(initial_variables(start))
         self.started_at = workflow.now()
         self.status = "in_progress"
         self.turn = 0
-        self.node_id: str | None = None  # the node waiting for the carrier
-        self.visits: list[NodeVisit] = []
-        self.unsent_visits: dict[int, NodeVisit] = {}
+        self.walker = FlowWalker(self.flow, self.ctx, workflow.now)
         self.queued: list[list[Instruction]] = []  # segments still to hand out this turn
         self.pending: Reply | None = None
         self.pending_since: datetime | None = None
@@ -160,6 +148,23 @@ class CallWorkflow:
         self.start_record: CallStartedRecord | None = CallStartedRecord.of(
             start, workflow_id=workflow.info().workflow_id, started_at=self.started_at
         )
+        if start.opening is not None:
+            self._resume_opening(start.opening)
+
+    def _resume_opening(self, opening: Opening) -> None:
+        """Take over from the first turn the API walked and answered before starting us:
+        the caller has heard `opening.reply`; the call waits where that walk stopped (its
+        node is already in the CurrentNode search attribute the API started us with)."""
+        self.turn = 1
+        self.ctx.variables.update(opening.variables)
+        self.ctx.node_state = dict(opening.node_state)
+        self.walker.node_id = opening.node_id
+        self.walker.visits = list(opening.visits)
+        self.walker.unsent_visits = {v.seq: v for v in opening.visits}
+        self.indexed_node = opening.node_id
+        self.pending = opening.reply
+        self.pending_since = self.started_at
+        self.queued = list(opening.reply.then)
 
     # --- run: wait for the end ---------------------------------------------------------
 
@@ -279,7 +284,7 @@ class CallWorkflow:
         self.finished = True
         now = workflow.now()
         if self.visits and self.visits[-1].exited_at is None:
-            self._close_visit(self.visits[-1], port=None, at=now)
+            self.walker.close_visit(self.visits[-1], port=None, at=now)
         self.status = status
         last_visits = [self.unsent_visits[k] for k in sorted(self.unsent_visits)]
         self.unsent_visits = {}
@@ -342,6 +347,11 @@ class CallWorkflow:
             return await self._advance(event)
 
     async def _advance(self, event: CallEvent) -> Reply:
+        opening = self.start.opening
+        if opening is not None and workflow.current_update_info().id == opening.update_id:
+            # The first webhook again (a carrier retry, or the API re-sending it after a start
+            # it could not confirm): the caller gets what the API answered it, nothing moves.
+            return opening.reply
         self.turn += 1
         if event.call_status:
             self.ctx.variables["call_status"] = event.call_status
@@ -406,73 +416,35 @@ class CallWorkflow:
     def pending_reply(self) -> Reply | None:
         return self.pending
 
-    # --- walking the graph -------------------------------------------------------------
+    # --- walking the graph (workflows.walker) ------------------------------------------
 
     async def _walk(self, event: CallEvent) -> Reply:
-        emitted: list[Instruction] = []
-        if self.node_id is None:
-            node_id: str | None = self.flow.entry().id
-            step = await self._enter(node_id)
-        else:
-            node_id = self.node_id
-            node = self.flow.node(node_id)
-            step = await _settle(HANDLERS[node.type].resume(self.ctx, node, event))
-            self._note(step)
-        for _ in range(MAX_STEPS_PER_TURN):
-            emitted.extend(step.emit)
-            if step.hangup_reason is not None:
-                return self._hand_out(emitted, step.hangup_reason)
-            if step.wait:
-                self.node_id = node_id
-                return self._reply_segments(emitted)
-            next_id = self._next(node_id, step)
-            self._close_visit(self.visits[-1], port=step.port, at=workflow.now())
-            if next_id is None:
-                # An unconnected port: end politely rather than leave the caller in silence.
-                emitted.extend([Say(text=GOODBYE), Hangup(reason="end_of_flow")])
-                return self._hand_out(emitted, "end_of_flow")
-            node_id = next_id
-            step = await self._enter(node_id)
-        raise ApplicationError(f"more than {MAX_STEPS_PER_TURN} nodes in one turn")
+        walked = await self.walker.walk(event)
+        if walked.hangup_reason is not None:
+            return self._hand_out(walked.emitted, walked.hangup_reason)
+        return self._reply_segments(walked.emitted)
 
-    def _next(self, node_id: str, step: Step) -> str | None:
-        return self.flow.next(node_id, step.port) if step.port is not None else None
+    @property
+    def node_id(self) -> str | None:
+        return self.walker.node_id
 
-    async def _enter(self, node_id: str) -> Step:
-        node = self.flow.node(node_id)
-        self.ctx.node_state = {}
-        visit = NodeVisit(
-            seq=len(self.visits),
-            node_id=node.id,
-            node_type=node.type,
-            node_name=node.name,
-            entered_at=workflow.now(),
-        )
-        self.visits.append(visit)
-        self.unsent_visits[visit.seq] = visit
-        step = await _settle(HANDLERS[node.type].enter(self.ctx, node))
-        self._note(step)
-        return step
+    @property
+    def visits(self) -> list[NodeVisit]:
+        return self.walker.visits
 
-    def _note(self, step: Step) -> None:
-        if step.data and self.visits:
-            last = self.visits[-1]
-            merged = NodeVisit.model_validate(
-                {**last.model_dump(), "data": {**last.data, **step.data}}
-            )
-            self.visits[-1] = merged
-            self.unsent_visits[merged.seq] = merged
+    @property
+    def unsent_visits(self) -> dict[int, NodeVisit]:
+        return self.walker.unsent_visits
 
-    def _close_visit(self, visit: NodeVisit, *, port: str | None, at: datetime) -> None:
-        closed = visit.model_copy(update={"exited_at": at, "port": port})
-        self.visits[visit.seq] = closed
-        self.unsent_visits[closed.seq] = closed
+    @unsent_visits.setter
+    def unsent_visits(self, value: dict[int, NodeVisit]) -> None:
+        self.walker.unsent_visits = value
 
     # --- replies -----------------------------------------------------------------------
 
     def _hand_out(self, instructions: list[Instruction], reason: str) -> Reply:
         self.hangup_reason = reason
-        self.node_id = self.visits[-1].node_id if self.visits else None
+        self.walker.node_id = self.visits[-1].node_id if self.visits else None
         return self._reply_segments(instructions)
 
     def _reply_segments(self, instructions: list[Instruction]) -> Reply:
@@ -481,19 +453,11 @@ class CallWorkflow:
     def _reply_pieces(self, pieces: list[list[Instruction]]) -> Reply:
         """Answer the turn with its first piece and the rest in `then` for the API to hand
         out. The rest is also kept here, for the case the API loses track of it."""
-        pieces = pieces or [[Say(text=GOODBYE)]]
-        self.queued = pieces[1:]
-        final = any(isinstance(item, Hangup) for piece in pieces for item in piece)
-        reply = Reply(
-            instructions=pieces[0],
-            then=pieces[1:],
-            expected_duration_s=sum(expected_duration_s(piece) for piece in pieces),
-            turn=self.turn,
-            final=final,
-        )
+        reply = reply_of(pieces, self.turn)
+        self.queued = list(reply.then)
         self.pending = reply
         self.pending_since = workflow.now()
-        if final:
+        if reply.final:
             self.final_sent = True
         self._flush_visits()
         # Each upsert is a visibility write on the server: only when the node changes
@@ -561,7 +525,3 @@ class CallWorkflow:
             activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
         )
 
-
-async def _settle(step: Step | Awaitable[Step]) -> Step:
-    """Handlers may answer at once or after awaiting activities: the walker takes both."""
-    return await step if inspect.isawaitable(step) else step

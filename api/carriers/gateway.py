@@ -70,6 +70,7 @@ async def get_call_gateway(request: Request) -> CallGateway:
     gateway = getattr(state, "call_gateway", None)
     if gateway is None:
         from api.call_gateway import TemporalCallGateway
+        from api.opening import schedule_loader
         from core.call_records import StartRecorder
         from core.events import EventPublisher
         from core.repositories.flows import make_flow_resolver
@@ -80,6 +81,11 @@ async def get_call_gateway(request: Request) -> CallGateway:
             state.settings,
             make_flow_resolver(state.sessionmaker),
             record_start=StartRecorder(state.sessionmaker, EventPublisher(state.redis)),
+            schedules=(
+                schedule_loader(state.sessionmaker, state.settings.schedule_clock)
+                if state.settings.api_walks_opening
+                else None
+            ),
         )
         state.call_gateway = gateway
     return gateway  # type: ignore[no-any-return]

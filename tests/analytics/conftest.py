@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import httpx
 import pytest
 import pytest_asyncio
-from an_support import PASSWORDS, login, serve
+from an_support import OPEN_CLOCK, PASSWORDS, login, serve
 from temporalio.client import Client
 
 from api.main import create_app
@@ -21,8 +22,10 @@ from core.temporal import with_data_converter
 
 @pytest.fixture(scope="module")
 def an_settings(settings: Settings) -> Settings:
+    # The workers' business-hours clock: the API walks first turns with it too.
     return settings.model_copy(
-        update={"temporal_task_queue": f"an-{uuid.uuid4().hex[:8]}", "call_grace_s": 1.5}
+        update={"temporal_task_queue": f"an-{uuid.uuid4().hex[:8]}", "call_grace_s": 1.5,
+                "business_hours_clock": datetime.fromisoformat(OPEN_CLOCK)}
     )
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +28,7 @@ from core.temporal import connect, with_data_converter
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
-from e2e_support import make_worker, serve  # noqa: E402
+from e2e_support import OPEN_CLOCK, make_worker, serve  # noqa: E402
 
 APP = str(HERE.parent.parent / "dashboard" / "app.py")
 T = TypeVar("T")
@@ -68,7 +69,11 @@ class Backend:
         engine = make_engine(self.settings.database_url, pool_size=4)
         stack.push_async_callback(engine.dispose)
         sessionmaker = make_sessionmaker(engine)
-        self.url = await stack.enter_async_context(serve(create_app(self.settings)))
+        # The API walks first turns at the workers' business-hours clock.
+        api_settings = self.settings.model_copy(
+            update={"business_hours_clock": datetime.fromisoformat(OPEN_CLOCK)}
+        )
+        self.url = await stack.enter_async_context(serve(create_app(api_settings)))
         client = with_data_converter(await connect(self.settings))
         await stack.enter_async_context(
             make_worker(client, self.settings.temporal_task_queue, sessionmaker,

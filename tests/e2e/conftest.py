@@ -6,11 +6,13 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
+from e2e_support import OPEN_CLOCK
 from temporalio.client import Client
 
 from api.main import create_app
@@ -26,11 +28,13 @@ from api_helpers import login, serve
 
 @pytest.fixture(scope="module")
 def e2e_settings(settings: Settings) -> Settings:
-    """A task queue of the module's own, and a short grace so silent callers end quickly."""
+    """A task queue of the module's own, a short grace so silent callers end quickly, and
+    the workers' business-hours clock (the API walks first turns with it too)."""
     return settings.model_copy(
         update={
             "temporal_task_queue": f"e2e-{uuid.uuid4().hex[:8]}",
             "call_grace_s": 1.5,
+            "business_hours_clock": datetime.fromisoformat(OPEN_CLOCK),
         }
     )
 

@@ -370,7 +370,9 @@ def own_queue(settings: Settings) -> Settings:
 async def test_budget_fallback_when_no_worker_runs_then_call_goes_on(
     e2e_settings, seeded_db, client_dc, sessionmaker
 ):
-    settings = own_queue(e2e_settings)  # no worker polls this queue until we start one
+    """Every first turn through the workflow (IVR_API_OPENING off): with no worker the
+    caller is held, and the held turn runs once a worker is there."""
+    settings = own_queue(e2e_settings).model_copy(update={"api_walks_opening": False})
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         await temporal_connected(http)
         await fallback_then_recovery(http, settings, client_dc, sessionmaker)
@@ -394,6 +396,40 @@ async def fallback_then_recovery(http, e2e_settings, client_dc, sessionmaker) ->
             "state", result_type=CallState
         )
         assert state.turn == 1  # the held turn ran once, not once per retry
+
+
+async def test_first_turn_answered_without_any_worker_later_turn_held_then_goes_on(
+    e2e_settings, seeded_db, client_dc, sessionmaker
+):
+    """The API walks the seeded flow's opening itself (api.opening): the caller hears the
+    greeting and the menu although no worker runs; the keys they press are held until one
+    does, and then the call goes on from the menu, each turn run once."""
+    settings = own_queue(e2e_settings)  # no worker polls this queue until we start one
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        await temporal_connected(http)
+        call = ExotelCall(http, settings)
+        opening = call.params()
+        first = await call.passthru(opening)
+        assert first.json() == {"select": "gather"}, first.text
+        assert first.headers.get("X-IVR-Fallback") is None
+        assert (await call.gather_prompt()).startswith(WELCOME)
+        # A carrier retry of the first webhook gets the same answer and starts nothing new.
+        again = await call.passthru(opening)
+        assert again.json() == {"select": "gather"}
+        keys = await call.passthru(call.params(digits='"3"'))
+        assert keys.headers.get("X-IVR-Fallback") == "1"
+        async with make_worker(client_dc, settings.temporal_task_queue, sessionmaker):
+            for _ in range(10):
+                response = await call.passthru(call.params())
+                if response.headers.get("X-IVR-Fallback") != "1":
+                    break
+            assert response.headers.get("X-IVR-Fallback") is None
+            state = await client_dc.get_workflow_handle(call_workflow_id(call.sid)).query(
+                "state", result_type=CallState
+            )
+        assert state.turn == 2  # the opening, then the held keys once
+        assert [v.node_id for v in state.history][:3] == ["welcome", "main_menu", "general_info"]
+        assert state.history[1].port == "3"
 
 
 async def test_worker_killed_mid_call_call_completes(

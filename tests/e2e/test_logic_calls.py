@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -59,12 +60,13 @@ async def test_after_hours_call_ends_in_voicemail_and_thank_you(
 ):
     """Monday 20:00 IST by the test clock: the seeded flow's welcome says when support is
     open, takes a voicemail, thanks the caller and hangs up."""
-    settings = e2e_settings.model_copy(
-        update={"temporal_task_queue": f"night-{uuid.uuid4().hex[:8]}"}
+    night = "2026-01-05T20:00:00+05:30"
+    settings = e2e_settings.model_copy(  # the API walks the first turn at the same clock
+        update={"temporal_task_queue": f"night-{uuid.uuid4().hex[:8]}",
+                "business_hours_clock": datetime.fromisoformat(night)}
     )
     async with serve(create_app(settings)) as url, make_worker(
-        client_dc, settings.temporal_task_queue, sessionmaker,
-        clock="2026-01-05T20:00:00+05:30",
+        client_dc, settings.temporal_task_queue, sessionmaker, clock=night,
     ):
         async with httpx.AsyncClient(base_url=url) as http:
             await temporal_up(http)
