@@ -21,6 +21,7 @@ from activities.callback_queue import run_callback_dispatcher
 from core.config import Settings
 from core.logging import configure_logging
 from core.metrics import ActivityFailureInterceptor, serve_worker_metrics
+from core.runtime import freeze_startup_heap
 from core.temporal import connect, temporal_target
 from workflows import WORKFLOWS, workflow_runner
 
@@ -105,6 +106,8 @@ def main() -> None:
     sys.dont_write_bytecode = False
     settings = Settings()
     configure_logging(settings)
+    # Full collections walked the whole start-up heap every few seconds (core.runtime).
+    freeze_startup_heap("workflows.call", "workflows.walker")
     sys.exit(asyncio.run(_serve(settings)))
 
 

@@ -19,10 +19,11 @@ from api.errors import install_error_handlers
 from api.events import install as install_live_events
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.routes import include_routers
-from core.config import Settings, get_settings
+from core.config import Env, Settings, get_settings
 from core.db.session import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.redis import make_redis
+from core.runtime import freeze_startup_heap
 from core.security import dummy_password_hash
 
 log = structlog.stdlib.get_logger(__name__)
@@ -60,6 +61,11 @@ async def _connect_temporal(app: FastAPI, settings: Settings) -> None:
             return
 
 
+# Imported on the first webhook otherwise (api.carriers.gateway): loaded before the heap is
+# frozen, so their objects are not walked by every later garbage collection.
+_LAZY_MODULES = ("api.call_gateway", "api.opening", "core.call_records", "core.events")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -73,6 +79,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     temporal_task = asyncio.create_task(_connect_temporal(app, settings), name="temporal-connect")
     # The first login would otherwise pay for building the dummy hash (timing-equalisation).
     await asyncio.to_thread(dummy_password_hash)
+    if settings.env != Env.test:  # test processes build many apps: nothing to freeze there
+        frozen = freeze_startup_heap(*_LAZY_MODULES)
+        log.info("startup_heap_frozen", objects=frozen)
     log.info("api_started", env=settings.env.value)
     try:
         yield
