@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from activities import build_activities
 from activities.callback_queue import run_callback_dispatcher
@@ -57,6 +57,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             # A workflows-only worker still runs its calls' local activities itself.
             activities=list(activities),
             no_remote_activities=role == "workflows",
+            # A burst of new calls is a burst of first workflow tasks on the shared queue:
+            # with a fixed five pollers (one of them for that queue) they waited seconds to
+            # be picked up (bench/RESULTS.md). Pollers follow the server's backlog instead.
+            workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+            activity_task_poller_behavior=PollerBehaviorAutoscaling(),
             workflow_runner=workflow_runner(sandboxed=settings.workflow_sandbox),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             interceptors=[ActivityFailureInterceptor()],
