@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from activities import build_activities
 from activities.callback_queue import run_callback_dispatcher
@@ -26,6 +26,7 @@ from core.temporal import connect, temporal_target
 from workflows import WORKFLOWS, workflow_runner
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+WORKFLOW_POLLERS = 10
 
 log = structlog.get_logger("worker")
 
@@ -58,10 +59,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             activities=list(activities),
             no_remote_activities=role == "workflows",
             # A burst of new calls is a burst of first workflow tasks on the shared queue:
-            # with a fixed five pollers (one of them for that queue) they waited seconds to
-            # be picked up (bench/RESULTS.md). Pollers follow the server's backlog instead.
-            workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-            activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+            # with the default five pollers, one of them on that queue, they waited seconds
+            # to be picked up (bench/RESULTS.md). Half of ten poll it here.
+            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(WORKFLOW_POLLERS),
+            nonsticky_to_sticky_poll_ratio=1.0,
             workflow_runner=workflow_runner(sandboxed=settings.workflow_sandbox),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             interceptors=[ActivityFailureInterceptor()],
