@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -104,6 +106,8 @@ async def test_admin_to_super_admin_boundary(
 
 
 async def test_demotion_takes_effect_on_the_next_request(client: httpx.AsyncClient, auth) -> None:
+    """A role change ends the user's sessions (tokens of earlier seconds: 401), and a new
+    session has the new role's rights only (403)."""
     created = await client.post(
         "/api/users",
         json={"username": "soon-demoted", "password": "soon-demoted-pw", "role": "manager"},
@@ -112,12 +116,17 @@ async def test_demotion_takes_effect_on_the_next_request(client: httpx.AsyncClie
     user_id = created.json()["id"]
     session = await login(client, "soon-demoted", "soon-demoted-pw")
     assert (await client.get("/api/probe/analytics", headers=session.headers)).status_code == 200
+    # Token times are whole seconds: demote in a later second than the login, so the old
+    # token falls before the cut-off whatever the machine's speed.
+    await asyncio.sleep(1.05 - time.time() % 1)
     demote = await client.patch(
         f"/api/users/{user_id}", json={"role": "agent"}, headers=auth("admin")
     )
     assert demote.status_code == 200
-    # Same (unexpired) access token: the role is read from the database, not the token.
-    assert_error(await client.get("/api/probe/analytics", headers=session.headers), 403)
+    ended = assert_error(await client.get("/api/probe/analytics", headers=session.headers), 401)
+    assert "session has ended" in ended["detail"]
+    again = await login(client, "soon-demoted", "soon-demoted-pw")
+    assert_error(await client.get("/api/probe/analytics", headers=again.headers), 403)
 
 
 def _dependency_calls(route: APIRoute) -> Iterator[object]:
