@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
+from temporalio.worker import Worker
 
 from activities import build_activities
 from activities.callback_queue import run_callback_dispatcher
@@ -26,7 +26,6 @@ from core.temporal import connect, temporal_target
 from workflows import WORKFLOWS, workflow_runner
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
-WORKFLOW_POLLERS = 10
 
 log = structlog.get_logger("worker")
 
@@ -58,11 +57,6 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             # A workflows-only worker still runs its calls' local activities itself.
             activities=list(activities),
             no_remote_activities=role == "workflows",
-            # A burst of new calls is a burst of first workflow tasks on the shared queue:
-            # with the default five pollers, one of them on that queue, they waited seconds
-            # to be picked up (bench/RESULTS.md). Half of ten poll it here.
-            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(WORKFLOW_POLLERS),
-            nonsticky_to_sticky_poll_ratio=1.0,
             workflow_runner=workflow_runner(sandboxed=settings.workflow_sandbox),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             interceptors=[ActivityFailureInterceptor()],

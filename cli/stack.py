@@ -857,21 +857,15 @@ def _spawn_worker_and_api(
 ) -> tuple[Child, Child]:
     env = _app_env(settings, backing)
     env.update(extra_env)
-    # Two worker processes, one for workflow tasks and one for activities (DB writes, carrier
-    # calls): Python runs one core per process, and a call's turns never wait behind writes.
+    # One worker process serving workflows and activities: the split into a `workflows` and
+    # an `activities` process (IVR_WORKER_ROLE) made later turns slower on this 2-core box
+    # (bench/RESULTS.md, session 4); it remains a deployment option.
     worker = sup.spawn(
         "worker",
         [sys.executable, "worker.py"],
-        env={**env, "IVR_WORKER_ROLE": "workflows"},
+        env=env,
         cwd=PROJECT_ROOT,
         may_exit_cleanly=True,  # with empty registries it exits 0 by design
-    )
-    sup.spawn(
-        "activity-worker",
-        [sys.executable, "worker.py"],
-        env={**env, "IVR_WORKER_ROLE": "activities"},
-        cwd=PROJECT_ROOT,
-        may_exit_cleanly=True,
     )
     api = sup.spawn(
         "api",
