@@ -1,8 +1,11 @@
 """The real CallGateway: carrier events to CallWorkflow updates, inside the webhook budget.
 
-- The first data-less event of a call starts its workflow with update-with-start (conflict
-  policy USE_EXISTING, so a carrier retry never starts a second one; reuse policy
-  REJECT_DUPLICATE, so a finished call is never restarted by a late webhook).
+- The first data-less event of a call: when the flow's opening needs nothing but the flow and
+  the clock, the API walks it itself (api.opening) and starts the workflow from there with a
+  plain start (conflict policy FAIL: a start that finds it there asks it under the same update
+  id instead); otherwise update-with-start (conflict policy USE_EXISTING, so a carrier retry
+  never starts a second one). Reuse policy REJECT_DUPLICATE either way, so a finished call is
+  never restarted by a late webhook.
 - Update ids come from the carrier request, so a retried webhook never advances the call twice.
 - If the workflow has not answered inside the budget, the caller gets a short hold and the
   original update is remembered in Redis; the next webhook of that call re-sends it under the
