@@ -31,10 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.business_hours import ScheduleBundle, ScheduleRequest
 from core.calls import CallStart, Opening
-from core.flows import templates
 from core.flows.schema import parse_frozen
 from core.repositories import business_hours as hours_repo
 from core.telephony import CallEvent, segment
+from workflows.nodes import render
 from workflows.walker import FlowWalker, initial_variables, reply_of
 
 log = structlog.get_logger(__name__)
@@ -59,7 +59,7 @@ class _OpeningCtx:
         self._schedules = schedules
 
     def render(self, template: str | None) -> str:
-        return templates.render(template, self.variables) if template else ""
+        return render(template, self.variables)
 
     def now(self) -> datetime:
         return self._at
