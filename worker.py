@@ -49,14 +49,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
         except RuntimeError as exc:  # the SDK's connection failures are RuntimeErrors
             log.error("worker_cannot_reach_temporal", temporal=target, error=str(exc))
             return 1
-        role = settings.worker_role
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=list(WORKFLOWS) if role != "activities" else [],
-            # A workflows-only worker still runs its calls' local activities itself.
+            workflows=list(WORKFLOWS),
             activities=list(activities),
-            no_remote_activities=role == "workflows",
             workflow_runner=workflow_runner(sandboxed=settings.workflow_sandbox),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             interceptors=[ActivityFailureInterceptor()],
@@ -68,25 +65,18 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
             temporal=target,
             namespace=settings.temporal_namespace,
             task_queue=settings.temporal_task_queue,
-            role=role,
-            workflows=[_name(w) for w in WORKFLOWS] if role != "activities" else [],
+            workflows=[_name(w) for w in WORKFLOWS],
             activities=[_name(a) for a in activities],
         )
         # `async with` cancels us and re-raises if the worker hits a fatal error.
         async with worker:
-            # Queue callbacks whose agent the routing engine reserved go to their workflows
-            # (from one process of a pair: the one serving workflows).
-            dispatcher = (
-                asyncio.create_task(
-                    run_callback_dispatcher(settings, client, stop), name="callback-dispatcher"
-                )
-                if role != "activities"
-                else None
+            # Queue callbacks whose agent the routing engine reserved go to their workflows.
+            dispatcher = asyncio.create_task(
+                run_callback_dispatcher(settings, client, stop), name="callback-dispatcher"
             )
             await stop.wait()
             log.info("worker_stopping", graceful_shutdown_s=GRACEFUL_SHUTDOWN.total_seconds())
-            if dispatcher is not None:
-                await dispatcher
+            await dispatcher
     log.info("worker_stopped")
     return 0
 

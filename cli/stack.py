@@ -857,9 +857,9 @@ def _spawn_worker_and_api(
 ) -> tuple[Child, Child]:
     env = _app_env(settings, backing)
     env.update(extra_env)
-    # One worker process serving workflows and activities: the split into a `workflows` and
-    # an `activities` process (IVR_WORKER_ROLE) made later turns slower on this 2-core box
-    # (bench/RESULTS.md, session 4); it remains a deployment option.
+    # One worker process serving workflows and activities: a split into a workflows process
+    # and an activities process made later turns slower on this 2-core box (bench/RESULTS.md,
+    # session 4).
     worker = sup.spawn(
         "worker",
         [sys.executable, "worker.py"],

@@ -64,12 +64,6 @@ class Settings(BaseSettings):
     # The fake Exotel `ivr dev --fake-carrier` runs (tests/fakes/fake_exotel.py).
     fake_exotel_port: int = Field(default=8010, validation_alias="IVR_FAKE_EXOTEL_PORT")
     # Prometheus metrics of a worker process (activity failures, …); 0 = not served.
-    # What a worker process serves: `all` (workflows and activities), `workflows` (workflow
-    # tasks and their local activities only) or `activities` (activity tasks only). Two
-    # processes, one of each, use two cores: a call's turns never wait behind DB writes.
-    worker_role: Literal["all", "workflows", "activities"] = Field(
-        default="all", validation_alias="IVR_WORKER_ROLE"
-    )
     worker_metrics_port: int = Field(
         default=0, ge=0, le=65535, validation_alias="IVR_WORKER_METRICS_PORT"
     )
