@@ -52,10 +52,20 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.carriers.gateway import CallOver, UnknownCall
-from api.opening import ScheduleLoader, walk_opening
-from core.calls import ADVANCE_UPDATE, CALL_WORKFLOW, END_SIGNAL, CallStart
+from api.opening import ScheduleLoader, walk_later, walk_opening
+from core.calls import (
+    ADVANCE_UPDATE,
+    CALL_WORKFLOW,
+    END_SIGNAL,
+    MAX_TURNS_PER_CALL,
+    WALKED_SIGNAL,
+    CallCursor,
+    CallStart,
+    WalkedTurn,
+)
 from core.config import Settings
 from core.flows.inputs import mask_value
+from core.flows.schema import FlowDefinition, frozen, parse_frozen
 from core.flows.vault import seal, sealed_ref, vault_key
 from core.metrics import FALLBACK_REPLIES
 from core.routing.hold import HoldPoller
@@ -86,6 +96,8 @@ HOLD_TEXT = "Please stay on the line."
 NOT_IN_SERVICE = "Sorry, this number is not in service. Goodbye."
 REPLY_TTL_S = 6 * 3600
 CALL_TIMEOUT = timedelta(hours=6)
+# The API walks a turn itself only this long before the workflow would call the caller gone.
+WALK_MARGIN = timedelta(seconds=2)
 
 # A reply's later pieces, handed out one per carrier return. KEYS: the call's piece hash, its
 # cached-reply key. ARGV: the update id of this webhook, the TTL. A retried webhook (same id)
@@ -144,6 +156,8 @@ class FlowNotFound(LookupError):
 # (called, custom field) -> (flow id, version, name, definition[, checksum]):
 # repositories.flows.ResolvedFlow.
 FlowResolver = Callable[[str | None, str | None], Awaitable[tuple[Any, ...] | None]]
+# (flow id, version) -> (definition, checksum): repositories.flows.make_version_loader.
+VersionLoader = Callable[[int, int], Awaitable[tuple[dict[str, Any], str] | None]]
 
 
 def _awaits_sensitive(cached: str) -> bool:
@@ -167,6 +181,8 @@ class TemporalCallGateway:
         resolve_flow: FlowResolver,
         record_start: Callable[[CallStart, datetime], Awaitable[None]] | None = None,
         schedules: ScheduleLoader | None = None,
+        walk_turns: bool = False,
+        load_version: VersionLoader | None = None,
     ) -> None:
         # A callable lets the API start before Temporal answers (it connects in the background).
         self._client = client
@@ -183,6 +199,10 @@ class TemporalCallGateway:
         # Business hours for first turns the API walks itself (api.opening); None: every
         # first turn goes through the workflow (update-with-start).
         self.schedules = schedules
+        # Later turns the API walks itself too, from the call's cursor (needs `schedules`);
+        # flows this process has not parsed yet come from `load_version`.
+        self.walk_turns = walk_turns and schedules is not None
+        self.load_version = load_version
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -206,13 +226,17 @@ class TemporalCallGateway:
     def _pieces_key(call_sid: str) -> str:
         return f"call:{call_sid}:pieces"
 
+    @staticmethod
+    def _cursor_key(call_sid: str) -> str:
+        return f"call:{call_sid}:cursor"
+
     # --- CallGateway ---------------------------------------------------------------------
 
     async def advance(
         self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
     ) -> Reply:
         sid = event.call_sid
-        undelivered, cached, (served, *piece) = await self._call_state(sid, update_id)
+        undelivered, cached, (served, *piece), cursor = await self._call_state(sid, update_id)
         if piece and not undelivered:
             return Reply.model_validate_json(piece[0])
         if cached and not undelivered and event.kind != EventKind.ended:
@@ -229,6 +253,7 @@ class TemporalCallGateway:
             event = CallEvent.model_validate_json(undelivered["event"])
             update_id = undelivered["update_id"]
             start = undelivered.get("start") == "1"
+            cursor = None
         elif event.digits and cached:
             if '"gather"' not in cached:
                 # Exotel repeats the last keys on later requests: after a prompt they answer
@@ -237,8 +262,10 @@ class TemporalCallGateway:
             elif _awaits_sensitive(cached):
                 event = await self._seal(event, update_id)
         try:
-            reply = await asyncio.wait_for(
-                self._send(event, update_id=update_id, dialect=dialect, start=start),
+            reply, moved = await asyncio.wait_for(
+                self._send(
+                    event, update_id=update_id, dialect=dialect, start=start, cursor=cursor
+                ),
                 timeout=self.budget_s,
             )
         except (TimeoutError, TemporalUnavailable, WorkflowUpdateRPCTimeoutOrCancelledError):
@@ -258,6 +285,7 @@ class TemporalCallGateway:
             args=[update_id, REPLY_TTL_S, head.model_dump_json(),
                   *(piece.model_dump_json() for piece in rest)],
         )
+        await self._keep_cursor(sid, moved)
         return head
 
     async def _seal(self, event: CallEvent, update_id: str) -> CallEvent:
@@ -270,8 +298,9 @@ class TemporalCallGateway:
         )
 
     async def _call_state(self, sid: str, update_id: str) -> list[Any]:
-        """One round trip: the undelivered update, the cached reply, and (while a reply has
-        pieces left, the carrier being back from a prompts-only piece) the next piece.
+        """One round trip: the undelivered update, the cached reply, (while a reply has
+        pieces left, the carrier being back from a prompts-only piece) the next piece, and the
+        call's cursor (where the API may walk the next turn from).
 
         EVALSHA directly: a pipeline holding a Script object asks SCRIPT EXISTS first on
         every execute, a second round trip on every webhook. A Redis that lost its scripts
@@ -282,6 +311,7 @@ class TemporalCallGateway:
                 pipe.get(self._reply_key(sid))
                 pipe.evalsha(self._next_piece.sha, 2, self._pieces_key(sid),
                              self._reply_key(sid), update_id, REPLY_TTL_S)
+                pipe.get(self._cursor_key(sid))
                 try:
                     return list(await pipe.execute())
                 except NoScriptError:
@@ -339,26 +369,43 @@ class TemporalCallGateway:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             log.info("status_for_finished_call", call_sid=event.call_sid)
-        await self.redis.delete(self._fallback_key(event.call_sid), vault_key(event.call_sid))
+        await self.redis.delete(
+            self._fallback_key(event.call_sid),
+            vault_key(event.call_sid),
+            self._cursor_key(event.call_sid),
+        )
 
     # --- internals -----------------------------------------------------------------------
 
     async def _send(
-        self, event: CallEvent, *, update_id: str, dialect: Dialect, start: bool
-    ) -> Reply:
+        self,
+        event: CallEvent,
+        *,
+        update_id: str,
+        dialect: Dialect,
+        start: bool,
+        cursor: str | None = None,
+    ) -> tuple[Reply, CallCursor | None]:
+        """The turn's reply, and the call's cursor after it when the API walked it itself
+        (None: the workflow walked it, and the call's cursor is stale from now on)."""
         workflow_id = call_workflow_id(event.call_sid)
         try:
             if not start:
+                if cursor is not None and self.walk_turns:
+                    moved = await self._walk_later(cursor, event, update_id)
+                    if moved is not None:
+                        return moved.last.reply, moved
                 handle = self.client.get_workflow_handle(workflow_id)
-                return await handle.execute_update(
+                reply = await handle.execute_update(
                     ADVANCE_UPDATE, event, id=update_id, result_type=Reply
                 )
+                return reply, None
             at = datetime.now(UTC)
             start_input, operation = await self._start_operation(event, dialect, workflow_id)
-            reply = None
+            opened = None
             if self.schedules is not None:
-                reply = await self._start_opened(start_input, event, update_id, at)
-            if reply is None:
+                opened = await self._start_opened(start_input, event, update_id, at)
+            if opened is None:
                 reply = await self.client.execute_update_with_start_workflow(
                     ADVANCE_UPDATE,
                     event,
@@ -366,10 +413,11 @@ class TemporalCallGateway:
                     id=update_id,
                     result_type=Reply,
                 )
+                opened = reply, None
             if self.record_start is not None:
                 # After the reply, never before it: the caller does not wait for the row.
                 self._spawn(self.record_start(start_input, at))
-            return reply
+            return opened
         except WorkflowUpdateFailedError as err:
             cause = getattr(err.cause, "type", None)
             if cause == "CallOver":
@@ -385,12 +433,77 @@ class TemporalCallGateway:
                 raise CallOver(event.call_sid) from err
             raise
 
+    async def _walk_later(
+        self, raw_cursor: str, event: CallEvent, update_id: str
+    ) -> CallCursor | None:
+        """Walk a later turn from the call's cursor (api.opening.walk_later) and hand it to
+        the workflow by the `walked` signal before the caller hears it: a signal returns
+        once the server has it in the call's history, without waiting for any worker. None:
+        the workflow must walk this turn (an activity, an end action, keys to seal, a call
+        near its silence deadline or its turn ceiling, a flow not at hand)."""
+        assert self.schedules is not None
+        try:
+            cursor = CallCursor.model_validate_json(raw_cursor)
+        except ValueError:
+            log.warning("cursor_unreadable", call_sid=event.call_sid)
+            return None
+        at = datetime.now(UTC)
+        last = cursor.last
+        if (
+            event.kind == EventKind.ended
+            or event.sealed is not None
+            or last.update_id == update_id
+            or last.hangup_reason is not None
+            or last.reply.turn + 1 > MAX_TURNS_PER_CALL
+            or at + WALK_MARGIN >= cursor.silent_after
+        ):
+            return None
+        flow = await self._flow(cursor)
+        if flow is None:
+            return None
+        walked = await walk_later(flow, cursor, event, update_id, self.schedules, at=at)
+        if walked is None:
+            return None
+        handle = self.client.get_workflow_handle(call_workflow_id(event.call_sid))
+        await handle.signal(WALKED_SIGNAL, walked)
+        return self._moved(cursor, walked, at)
+
+    def _moved(self, cursor: CallCursor, walked: WalkedTurn, at: datetime) -> CallCursor:
+        """The cursor after `walked`, answered at `at`: the workflow ends the call as silent
+        no sooner than the reply's expected duration plus the grace period after it."""
+        silence = max(1.0, walked.reply.expected_duration_s) + self.settings.call_grace_s
+        return cursor.model_copy(
+            update={"last": walked, "silent_after": at + timedelta(seconds=silence)}
+        )
+
+    async def _flow(self, cursor: CallCursor) -> FlowDefinition | None:
+        """The call's pinned flow version: parsed already in this process, else loaded."""
+        flow = frozen(cursor.definition_checksum)
+        if flow is not None:
+            return flow
+        if self.load_version is None or cursor.flow_id is None or cursor.flow_version is None:
+            return None
+        loaded = await self.load_version(cursor.flow_id, cursor.flow_version)
+        if loaded is None or loaded[1] != cursor.definition_checksum:
+            return None
+        return parse_frozen(*loaded)
+
+    async def _keep_cursor(self, sid: str, cursor: CallCursor | None) -> None:
+        """After a turn the API walked, the cursor moves to it; after any other turn it is
+        dropped, since the workflow has moved where the API cannot see."""
+        if cursor is None or not self.walk_turns:
+            await self.redis.delete(self._cursor_key(sid))
+        else:
+            await self.redis.set(self._cursor_key(sid), cursor.model_dump_json(), ex=REPLY_TTL_S)
+
     async def _start_opened(
         self, start: CallStart, event: CallEvent, update_id: str, at: datetime
-    ) -> Reply | None:
+    ) -> tuple[Reply, CallCursor | None] | None:
         """Answer the first turn from the API's own walk of it (api.opening) and start the
         workflow from there: a plain start, which needs no worker to return. None: the flow
         needs the workflow for its first turn (the caller then waits for update-with-start).
+        With the reply comes the call's first cursor (None without a flow checksum to find
+        the flow again by).
 
         A start that finds the workflow there already (a carrier retry whose first attempt
         started it, a call begun by update-with-start) asks it instead, under the same update
@@ -415,10 +528,21 @@ class TemporalCallGateway:
             )
         except WorkflowAlreadyStartedError:
             handle = self.client.get_workflow_handle(workflow_id)
-            return await handle.execute_update(
+            reply = await handle.execute_update(
                 ADVANCE_UPDATE, event, id=update_id, result_type=Reply
             )
-        return opening.reply
+            return reply, None
+        if start.definition_checksum is None:
+            return opening.reply, None
+        cursor = CallCursor(
+            flow_id=start.flow_id,
+            flow_version=start.flow_version,
+            definition_checksum=start.definition_checksum,
+            dialect=start.dialect,
+            last=opening,
+            silent_after=at,
+        )
+        return opening.reply, self._moved(cursor, opening, at)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

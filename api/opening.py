@@ -30,12 +30,12 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.business_hours import ScheduleBundle, ScheduleRequest
-from core.calls import CallStart, Opening
-from core.flows.schema import parse_frozen
+from core.calls import CallCursor, CallStart, Opening, WalkedTurn
+from core.flows.schema import FlowDefinition, parse_frozen
 from core.repositories import business_hours as hours_repo
-from core.telephony import CallEvent, segment
+from core.telephony import CallEvent, as_answer_to, segment
 from workflows.nodes import render
-from workflows.walker import FlowWalker, initial_variables, reply_of
+from workflows.walker import FlowWalker, Walked, initial_variables, reply_of
 
 log = structlog.get_logger(__name__)
 
@@ -86,19 +86,15 @@ async def walk_opening(
 ) -> Opening | None:
     """The first turn of the call `start` describes, or None when the workflow must walk it."""
     ctx = _OpeningCtx(initial_variables(start), at or datetime.now(UTC), schedules)
-    if event.call_status:  # as the workflow notes every event's carrier status
-        ctx.variables["call_status"] = event.call_status
     try:
-        walker = FlowWalker(parse_frozen(start.definition, start.definition_checksum), ctx, ctx.now)
-        walked = await walker.walk(event)
-    except NeedsWorkflow as need:
-        log.debug("opening_needs_workflow", call_sid=start.call_sid, needs=str(need))
-        return None
+        flow = parse_frozen(start.definition, start.definition_checksum)
     except Exception:  # a flow the walker cannot take: the workflow walks (and reports) it
         log.warning("opening_walk_failed", call_sid=start.call_sid, exc_info=True)
         return None
-    if walked.hangup_reason is not None or walker.node_id is None:
-        return None
+    walker = FlowWalker(flow, ctx, ctx.now)
+    walked = await _walk(walker, ctx, event)
+    if walked is None or walked.hangup_reason is not None or walker.node_id is None:
+        return None  # a hang-up at once: the workflow's end path runs it
     return Opening(
         update_id=update_id,
         reply=reply_of(segment(walked.emitted, start.dialect), turn=1),
@@ -107,6 +103,49 @@ async def walk_opening(
         variables=ctx.variables,
         node_state=ctx.node_state,
     )
+
+
+async def walk_later(
+    flow: FlowDefinition,
+    cursor: CallCursor,
+    event: CallEvent,
+    update_id: str,
+    schedules: ScheduleLoader,
+    *,
+    at: datetime | None = None,
+) -> WalkedTurn | None:
+    """The turn after `cursor.last`, answering `event`, or None when the workflow must walk
+    it. The event is read as the answer to the last reply, as the workflow reads it."""
+    last = cursor.last
+    ctx = _OpeningCtx(dict(last.variables), at or datetime.now(UTC), schedules)
+    ctx.node_state = dict(last.node_state)
+    walker = FlowWalker(flow, ctx, ctx.now)
+    walker.node_id = last.node_id
+    walker.visits = list(last.visits)
+    walked = await _walk(walker, ctx, as_answer_to(last.reply, event))
+    if walked is None or walker.node_id is None:
+        return None
+    return WalkedTurn(
+        update_id=update_id,
+        reply=reply_of(segment(walked.emitted, cursor.dialect), turn=last.reply.turn + 1),
+        node_id=walker.node_id,
+        visits=walker.visits,
+        variables=ctx.variables,
+        node_state=ctx.node_state,
+        hangup_reason=walked.hangup_reason,
+    )
+
+
+async def _walk(walker: FlowWalker, ctx: _OpeningCtx, event: CallEvent) -> Walked | None:
+    if event.call_status:  # as the workflow notes every event's carrier status
+        ctx.variables["call_status"] = event.call_status
+    try:
+        return await walker.walk(event)
+    except NeedsWorkflow as need:
+        log.debug("walk_needs_workflow", call_sid=event.call_sid, needs=str(need))
+    except Exception:  # a flow the walker cannot take: the workflow walks (and reports) it
+        log.warning("api_walk_failed", call_sid=event.call_sid, exc_info=True)
+    return None
 
 
 def schedule_loader(
@@ -121,4 +160,4 @@ def schedule_loader(
     return load
 
 
-__all__ = ["NeedsWorkflow", "schedule_loader", "walk_opening"]
+__all__ = ["NeedsWorkflow", "schedule_loader", "walk_later", "walk_opening"]

@@ -13,6 +13,7 @@ from core.telephony import Dialect, Reply, Wire
 CALL_WORKFLOW = "CallWorkflow"
 ADVANCE_UPDATE = "advance"
 END_SIGNAL = "end"
+WALKED_SIGNAL = "walked"
 STATE_QUERY = "state"
 
 # Ceilings that keep one call from running away (a flow bug, a caller looping a menu).
@@ -57,16 +58,37 @@ class NodeVisit(Wire):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Opening(Wire):
-    """A call's first turn as the API walked it before starting the workflow: the reply the
-    caller got (under `update_id`, the first webhook's update id) and the state it left."""
+class WalkedTurn(Wire):
+    """A turn the API walked and answered itself (api/opening.py), for the workflow to take
+    over: the reply the caller got (under `update_id`, that webhook's update id) and the state
+    the walk left. The first turn comes in `CallStart.opening`, a later one by the `walked`
+    signal, sent before the caller hears the reply."""
 
     update_id: str
     reply: Reply
-    node_id: str  # the node waiting for the carrier
+    node_id: str  # the node waiting for the carrier (the last one visited, after a hang-up)
     visits: list[NodeVisit]
     variables: dict[str, Any]
     node_state: dict[str, Any] = Field(default_factory=dict)
+    hangup_reason: str | None = None  # the reply hangs up: the call ends after it
+
+
+class Opening(WalkedTurn):
+    """A call's first turn as the API walked it before starting the workflow."""
+
+
+class CallCursor(Wire):
+    """Where a call stands after its last turn, kept in Redis for the API to walk the next
+    turn itself: the pinned flow version, the last turn as walked, and the time by which the
+    workflow will end the call as silent if no webhook comes (the API never walks past it).
+    Written by the API from its own walks and from workflow replies that carry one."""
+
+    flow_id: int | None = None
+    flow_version: int | None = None
+    definition_checksum: str
+    dialect: Dialect
+    last: WalkedTurn
+    silent_after: datetime
 
 
 CallStart.model_rebuild()

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     # (api/opening.py) and starts the workflow from there. Off: every first turn is an
     # update-with-start (e.g. while workers older than this field still run).
     api_walks_opening: bool = Field(default=True, validation_alias="IVR_API_OPENING")
+    # Later turns too: the API walks a turn that needs only the flow and the clock from the
+    # call's cursor in Redis, hands it to the workflow by a signal, and answers (needs the
+    # opening on, and workers that know the `walked` signal).
+    api_walks_turns: bool = Field(default=True, validation_alias="IVR_API_TURNS")
 
     # Silence after a reply's expected duration before a call counts as hung up (Exotel sends
     # no end-of-call callback for inbound flows).

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         NodeVisit,
         Opening,
         VisitsRecord,
+        WalkedTurn,
     )
     from core.flows.schema import parse_frozen
     from core.telephony import (
@@ -144,6 +145,7 @@ class CallWorkflow:
         self.confirmations = 0
         self.turn_lock = asyncio.Lock()
         self.indexed_node: str | None = None  # CurrentNode as last written to the index
+        self.walked_turn: WalkedTurn | None = None  # the last turn the API walked (signal)
         # Carried by the workflow's writes (visit batches, the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord.of(
             start, workflow_id=workflow.info().workflow_id, started_at=self.started_at
@@ -352,6 +354,11 @@ class CallWorkflow:
             # The first webhook again (a carrier retry, or the API re-sending it after a start
             # it could not confirm): the caller gets what the API answered it, nothing moves.
             return opening.reply
+        walked = self.walked_turn
+        if walked is not None and workflow.current_update_info().id == walked.update_id:
+            # The API walked this webhook itself and told us (`walked`), then could not be
+            # sure the caller heard it and asks again: the same reply, nothing moves.
+            return walked.reply
         self.turn += 1
         if event.call_status:
             self.ctx.variables["call_status"] = event.call_status
@@ -395,6 +402,42 @@ class CallWorkflow:
         key = message.get("key")
         if isinstance(key, str) and key:
             self.ctx.inbox[key] = message.get("value")
+
+    @workflow.signal(name="walked")
+    def walked(self, turn: WalkedTurn) -> None:
+        """A later turn the API walked and answered itself (api/opening.py), sent before the
+        caller hears it: take it over as if this workflow had walked it.
+
+        The API walks from where our last turn left the call (its cursor in Redis), so the
+        turn must be the next one and the visits must continue ours; anything else (a turn
+        running here meanwhile, a call already over) is not taken and logged."""
+        last_open = len(self.visits) - 1
+        if (
+            self.finished
+            or self.final_sent
+            or self.end_event is not None
+            or self.turn_lock.locked()
+            or turn.reply.turn != self.turn + 1
+            or [(v.seq, v.node_id) for v in turn.visits[: max(last_open, 0)]]
+            != [(v.seq, v.node_id) for v in self.visits[: max(last_open, 0)]]
+        ):
+            workflow.logger.warning(
+                "walked turn %s not taken on call %s (at turn %s)",
+                turn.reply.turn, self.start.call_sid, self.turn,
+            )
+            return
+        self.turn = turn.reply.turn
+        self.walked_turn = turn
+        self.ctx.variables.clear()
+        self.ctx.variables.update(turn.variables)
+        self.ctx.node_state = dict(turn.node_state)
+        self.walker.visits = list(turn.visits)
+        for visit in turn.visits[max(last_open, 0):]:  # our open visit, closed, and the new
+            self.unsent_visits[visit.seq] = visit
+        self.walker.node_id = turn.node_id
+        if turn.hangup_reason is not None:
+            self.hangup_reason = turn.hangup_reason
+        self._take_reply(turn.reply)
 
     @workflow.query(name="state")
     def state(self) -> CallState:
@@ -454,6 +497,11 @@ class CallWorkflow:
         """Answer the turn with its first piece and the rest in `then` for the API to hand
         out. The rest is also kept here, for the case the API loses track of it."""
         reply = reply_of(pieces, self.turn)
+        self._take_reply(reply)
+        return reply
+
+    def _take_reply(self, reply: Reply) -> None:
+        """`reply` is what the caller hears now: the call waits for its answer."""
         self.queued = list(reply.then)
         self.pending = reply
         self.pending_since = workflow.now()
@@ -465,7 +513,6 @@ class CallWorkflow:
         if self.node_id is not None and self.node_id != self.indexed_node:
             self.indexed_node = self.node_id
             workflow.upsert_search_attributes([CURRENT_NODE.value_set(self.node_id)])
-        return reply
 
     # --- fire-and-forget writes --------------------------------------------------------
 

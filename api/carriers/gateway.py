@@ -73,7 +73,7 @@ async def get_call_gateway(request: Request) -> CallGateway:
         from api.opening import schedule_loader
         from core.call_records import StartRecorder
         from core.events import EventPublisher
-        from core.repositories.flows import make_flow_resolver
+        from core.repositories.flows import make_flow_resolver, make_version_loader
 
         gateway = TemporalCallGateway(
             lambda: getattr(state, "temporal", None),
@@ -86,6 +86,8 @@ async def get_call_gateway(request: Request) -> CallGateway:
                 if state.settings.api_walks_opening
                 else None
             ),
+            walk_turns=state.settings.api_walks_turns,
+            load_version=make_version_loader(state.sessionmaker),
         )
         state.call_gateway = gateway
     return gateway  # type: ignore[no-any-return]

@@ -727,6 +727,15 @@ _frozen: OrderedDict[str, FlowDefinition] = OrderedDict()
 _frozen_lock = threading.Lock()
 
 
+def frozen(checksum: str) -> FlowDefinition | None:
+    """The published version with this checksum if this process has parsed it already."""
+    with _frozen_lock:
+        cached = _frozen.get(checksum)
+        if cached is not None:
+            _frozen.move_to_end(checksum)
+        return cached
+
+
 def parse_frozen(definition: dict[str, Any], checksum: str | None) -> FlowDefinition:
     """A published version's definition, parsed once per worker process.
 
@@ -737,11 +746,9 @@ def parse_frozen(definition: dict[str, Any], checksum: str | None) -> FlowDefini
     """
     if checksum is None:
         return FlowDefinition.model_validate(definition)
-    with _frozen_lock:
-        cached = _frozen.get(checksum)
-        if cached is not None:
-            _frozen.move_to_end(checksum)
-            return cached
+    cached = frozen(checksum)
+    if cached is not None:
+        return cached
     parsed = FlowDefinition.model_validate(definition)
     with _frozen_lock:
         _frozen[checksum] = parsed

@@ -519,6 +519,25 @@ async def resolve_flow_for_number(
     return ResolvedFlow(flow_id, version, name, definition, digest)
 
 
+def make_version_loader(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> Callable[[int, int], Awaitable[tuple[dict[str, Any], str] | None]]:
+    """`load(flow_id, version)`: a published version's definition and checksum, or None."""
+
+    async def load(flow_id: int, version: int) -> tuple[dict[str, Any], str] | None:
+        async with sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(FlowVersion.definition, FlowVersion.checksum).where(
+                        FlowVersion.flow_id == flow_id, FlowVersion.version == version
+                    )
+                )
+            ).first()
+        return (row[0], row[1]) if row is not None else None
+
+    return load
+
+
 def make_flow_resolver(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> Callable[..., Awaitable[ResolvedFlow | None]]:
