@@ -6,6 +6,10 @@
   id instead); otherwise update-with-start (conflict policy USE_EXISTING, so a carrier retry
   never starts a second one). Reuse policy REJECT_DUPLICATE either way, so a finished call is
   never restarted by a late webhook.
+- A later turn that needs only the flow and the clock is walked by the API too, from the
+  call's cursor (Redis: where the last turn left it), and handed to the workflow by the
+  `walked` signal before the caller hears it. Any turn the workflow walks drops the cursor, so
+  the API never walks from a place the call has left; the workflow refuses a walk out of step.
 - Update ids come from the carrier request, so a retried webhook never advances the call twice.
 - If the workflow has not answered inside the budget, the caller gets a short hold and the
   original update is remembered in Redis; the next webhook of that call re-sends it under the
@@ -67,7 +71,7 @@ from core.config import Settings
 from core.flows.inputs import mask_value
 from core.flows.schema import FlowDefinition, frozen, parse_frozen
 from core.flows.vault import seal, sealed_ref, vault_key
-from core.metrics import FALLBACK_REPLIES
+from core.metrics import API_WALKED_TURNS, FALLBACK_REPLIES
 from core.routing.hold import HoldPoller
 from core.telephony import (
     CallEvent,
@@ -237,6 +241,7 @@ class TemporalCallGateway:
     ) -> Reply:
         sid = event.call_sid
         undelivered, cached, (served, *piece), cursor = await self._call_state(sid, update_id)
+        had_cursor = cursor is not None
         if piece and not undelivered:
             return Reply.model_validate_json(piece[0])
         if cached and not undelivered and event.kind != EventKind.ended:
@@ -285,7 +290,10 @@ class TemporalCallGateway:
             args=[update_id, REPLY_TTL_S, head.model_dump_json(),
                   *(piece.model_dump_json() for piece in rest)],
         )
-        await self._keep_cursor(sid, moved)
+        if moved is not None:  # the API walked this turn: the cursor moves to it
+            await self.redis.set(self._cursor_key(sid), moved.model_dump_json(), ex=REPLY_TTL_S)
+        elif had_cursor:  # the workflow walked it: the call has left where the cursor says
+            await self.redis.delete(self._cursor_key(sid))
         return head
 
     async def _seal(self, event: CallEvent, update_id: str) -> CallEvent:
@@ -466,6 +474,7 @@ class TemporalCallGateway:
             return None
         handle = self.client.get_workflow_handle(call_workflow_id(event.call_sid))
         await handle.signal(WALKED_SIGNAL, walked)
+        API_WALKED_TURNS.labels(turn="later").inc()
         return self._moved(cursor, walked, at)
 
     def _moved(self, cursor: CallCursor, walked: WalkedTurn, at: datetime) -> CallCursor:
@@ -488,22 +497,14 @@ class TemporalCallGateway:
             return None
         return parse_frozen(*loaded)
 
-    async def _keep_cursor(self, sid: str, cursor: CallCursor | None) -> None:
-        """After a turn the API walked, the cursor moves to it; after any other turn it is
-        dropped, since the workflow has moved where the API cannot see."""
-        if cursor is None or not self.walk_turns:
-            await self.redis.delete(self._cursor_key(sid))
-        else:
-            await self.redis.set(self._cursor_key(sid), cursor.model_dump_json(), ex=REPLY_TTL_S)
-
     async def _start_opened(
         self, start: CallStart, event: CallEvent, update_id: str, at: datetime
     ) -> tuple[Reply, CallCursor | None] | None:
         """Answer the first turn from the API's own walk of it (api.opening) and start the
         workflow from there: a plain start, which needs no worker to return. None: the flow
         needs the workflow for its first turn (the caller then waits for update-with-start).
-        With the reply comes the call's first cursor (None without a flow checksum to find
-        the flow again by).
+        With the reply comes the call's first cursor (None when the API walks no later turns,
+        or without a flow checksum to find the flow again by).
 
         A start that finds the workflow there already (a carrier retry whose first attempt
         started it, a call begun by update-with-start) asks it instead, under the same update
@@ -532,7 +533,8 @@ class TemporalCallGateway:
                 ADVANCE_UPDATE, event, id=update_id, result_type=Reply
             )
             return reply, None
-        if start.definition_checksum is None:
+        API_WALKED_TURNS.labels(turn="first").inc()
+        if not self.walk_turns or start.definition_checksum is None:
             return opening.reply, None
         cursor = CallCursor(
             flow_id=start.flow_id,

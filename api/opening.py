@@ -1,4 +1,5 @@
-"""A call's first turn, walked and answered by the API before its workflow starts.
+"""Turns walked and answered by the API itself: a call's first turn before its workflow
+starts, and later turns from the call's cursor.
 
 The first webhook of a call is the one a caller waits longest for: answered through the
 workflow, it costs an update-with-start, which the Temporal server can only complete once a
@@ -9,7 +10,14 @@ API walks it itself, with the same walker and node handlers the workflow uses
 (workflows.walker), answers the caller at once, and starts the workflow with the walk's result
 (`CallStart.opening`): the workflow begins where the walk stopped, as if it had walked it.
 
-The walk gives up (None: the workflow walks the first turn as before) as soon as it would need
+Later turns are the same (`walk_later`): a key pressed in a menu, a wrong key, a repeat, a
+goodbye need only the flow, the clock and where the call stands, which the API keeps in Redis
+after every turn it walks (`CallCursor`). The gateway hands such a walk to the workflow by the
+`walked` signal before the caller hears it; a signal returns once the server holds it in the
+call's history, without waiting for a worker to pick up a task, which is what an update waits
+for (and what made later turns the slow tail under load).
+
+A walk gives up (None: the workflow walks the turn as before) as soon as it would need
 anything only the workflow may do: an activity other than the business-hours lookup (API nodes,
 queue places, agent reservations), an action registered for the end of the call, or a hang-up
 in the first turn (the workflow's end path must run). A schedule that cannot be loaded is a

@@ -57,6 +57,13 @@ FALLBACK_REPLIES = Counter(
     "Holding replies given because the call workflow missed the webhook budget.",
     registry=REGISTRY,
 )
+API_WALKED_TURNS = Counter(
+    "ivr_api_walked_turns",
+    "Carrier turns the API walked itself (api/opening.py): `first` started the workflow from "
+    "the walk, `later` went to it by the `walked` signal; other turns were workflow updates.",
+    ["turn"],
+    registry=REGISTRY,
+)
 
 # --- contact-centre metrics (issue 7) ------------------------------------------------------
 # Calls are counted by the API's event bridge as call:started / call:completed arrive over

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -59,6 +60,18 @@ def listening_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
+
+
+def free_ports(names: Sequence[str]) -> dict[str, int]:
+    """A different free port for each name: every socket stays bound until all are picked
+    (free_port() called once per name may hand out the same port twice, and then ivr dev
+    rightly refuses two services on one port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                 for _ in names]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return {name: int(sock.getsockname()[1]) for name, sock in zip(names, socks, strict=True)}
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -165,7 +178,7 @@ def test_dev_refuses_a_taken_port_and_names_the_variable(
     env = _env(
         IVR_DATA_DIR=str(tmp_path / "data"),
         IVR_PG_PORT=str(listening_port),
-        **{f"IVR_{name}_PORT": str(free_port()) for name in others},
+        **{f"IVR_{name}_PORT": str(port) for name, port in free_ports(others).items()},
     )
     result = _ivr("dev", env=env, timeout_s=60)
     output = result.stdout + result.stderr
@@ -182,7 +195,7 @@ def test_dev_fake_carrier_refuses_a_taken_port_and_names_the_variable(
     env = _env(
         IVR_DATA_DIR=str(tmp_path / "data"),
         IVR_FAKE_EXOTEL_PORT=str(listening_port),
-        **{f"IVR_{name}_PORT": str(free_port()) for name in others},
+        **{f"IVR_{name}_PORT": str(port) for name, port in free_ports(others).items()},
     )
     result = _ivr("dev", "--fake-carrier", env=env, timeout_s=60)
     output = result.stdout + result.stderr
@@ -291,9 +304,7 @@ def _wait_status(url: str, status: int, timeout_s: float = 30) -> httpx.Response
 @pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_ivr_dev_brings_everything_up_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
-    ports = {
-        name: free_port() for name in ("PG", "REDIS", "TEMPORAL", "TEMPORAL_UI", "API", "DASHBOARD")
-    }
+    ports = free_ports(("PG", "REDIS", "TEMPORAL", "TEMPORAL_UI", "API", "DASHBOARD"))
     env = _env(
         IVR_DATA_DIR=str(tmp_path / "data"),
         **{f"IVR_{name}_PORT": str(port) for name, port in ports.items()},
@@ -350,7 +361,7 @@ def test_ivr_dev_stops_everything_when_a_child_dies(
     tmp_path: Path, services, empty_db: str
 ) -> None:
     """Given URLs for all three services it starts only the app processes; killing one ends it."""
-    ports = {"API": free_port(), "DASHBOARD": free_port()}
+    ports = free_ports(("API", "DASHBOARD"))
     env = _env(
         IVR_DATA_DIR=str(tmp_path / "data"),
         IVR_API_PORT=str(ports["API"]),
@@ -399,7 +410,7 @@ def test_ivr_dev_fake_carrier_dials_a_callback_through_the_fake(
     uses it, and a callback scheduled through the API is dialled through it, walks our flow
     through the Exotel webhooks, is settled by the fake's status callback and gets its SMS."""
     asyncio.run(_restart_callback_ids(db_url))
-    ports = {"API": free_port(), "DASHBOARD": free_port(), "FAKE_EXOTEL": free_port()}
+    ports = free_ports(("API", "DASHBOARD", "FAKE_EXOTEL"))
     env = _env(
         IVR_DATA_DIR=str(tmp_path / "data"),
         **{f"IVR_{name}_PORT": str(port) for name, port in ports.items()},

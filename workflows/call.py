@@ -61,6 +61,9 @@ WRITE_TIMEOUT = timedelta(seconds=10)
 VISIT_BATCH = 12
 # How many times a silent call is re-checked with the carrier before it is ended anyway.
 MAX_CARRIER_CONFIRMATIONS = 3
+# Calls begun since: the final record is a local activity (no activity task and no extra
+# workflow task on the server) and a final reply's node goes to the index with the status.
+FINAL_WRITE_LOCAL = "final-write-local"
 # How long to wait for the very first webhook's update after a start without one.
 FIRST_TURN_WAIT_S = 60.0
 
@@ -290,30 +293,36 @@ class CallWorkflow:
         self.status = status
         last_visits = [self.unsent_visits[k] for k in sorted(self.unsent_visits)]
         self.unsent_visits = {}
-        workflow.upsert_search_attributes([CALL_STATUS.value_set(status)])
+        local = workflow.patched(FINAL_WRITE_LOCAL)
+        index = [CALL_STATUS.value_set(status)]
+        if local and self.node_id is not None and self.node_id != self.indexed_node:
+            self.indexed_node = self.node_id  # a final reply left its node to this write
+            index.append(CURRENT_NODE.value_set(self.node_id))
+        workflow.upsert_search_attributes(index)
         duration = (now - self.started_at).total_seconds()
         path = [v.node_id for v in self.visits]
         recording = self.ctx.variables.get("recording_url") or None
         if self.writes:
             await asyncio.gather(*self.writes)
         await self._run_end_actions()
-        await workflow.execute_activity(
-            "finalize_call",
-            CallFinalRecord(
-                call_sid=self.start.call_sid,
-                # Still set unless an old-style first-turn write took it (idempotent insert).
-                started=self.start_record,
-                visits=last_visits,
-                status=status,
-                reason=reason,
-                ended_at=now,
-                duration_s=duration,
-                path=path,
-                variables=self.ctx.variables,
-                recording_url=recording,
-            ),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=WRITE_RETRY,
+        final = CallFinalRecord(
+            call_sid=self.start.call_sid,
+            # Still set unless an old-style first-turn write took it (idempotent insert).
+            started=self.start_record,
+            visits=last_visits,
+            status=status,
+            reason=reason,
+            ended_at=now,
+            duration_s=duration,
+            path=path,
+            variables=self.ctx.variables,
+            recording_url=recording,
+        )
+        # Retried until the database takes it either way; as a local activity it costs the
+        # server no activity task and no further workflow task (a fifth of a call's work).
+        run = workflow.execute_local_activity if local else workflow.execute_activity
+        await run(
+            "finalize_call", final, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
         )
         return CallOutcome(
             call_sid=self.start.call_sid,
@@ -510,7 +519,11 @@ class CallWorkflow:
         self._flush_visits()
         # Each upsert is a visibility write on the server: only when the node changes
         # (a menu repeated keeps its node).
-        if self.node_id is not None and self.node_id != self.indexed_node:
+        if (
+            self.node_id is not None
+            and self.node_id != self.indexed_node
+            and not (reply.final and workflow.patched(FINAL_WRITE_LOCAL))
+        ):
             self.indexed_node = self.node_id
             workflow.upsert_search_attributes([CURRENT_NODE.value_set(self.node_id)])
 

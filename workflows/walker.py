@@ -3,9 +3,9 @@
 `FlowWalker` enters and resumes nodes through their handlers (workflows.nodes.HANDLERS),
 follows ports, keeps the node visits, and stops at the first node that waits for the carrier
 or at a hang-up. It touches no Temporal API itself: the clock and the activities come from
-the context it is given. That is what lets the same code walk a call's first turn in two
-places: inside CallWorkflow (workflows.call), and in the API before the workflow has started
-(api/opening.py), which hands the result to the workflow as `CallStart.opening`.
+the context it is given. That is what lets the same code walk a turn in two places: inside
+CallWorkflow (workflows.call), and in the API (api/opening.py), which hands the result to the
+workflow as `CallStart.opening` (a first turn) or by the `walked` signal (a later one).
 """
 
 from __future__ import annotations

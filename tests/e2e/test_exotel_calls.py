@@ -398,12 +398,14 @@ async def fallback_then_recovery(http, e2e_settings, client_dc, sessionmaker) ->
         assert state.turn == 1  # the held turn ran once, not once per retry
 
 
-async def test_first_turn_answered_without_any_worker_later_turn_held_then_goes_on(
+async def test_turns_walked_by_the_api_need_no_worker_a_queue_turn_is_held_then_goes_on(
     e2e_settings, seeded_db, client_dc, sessionmaker
 ):
-    """The API walks the seeded flow's opening itself (api.opening): the caller hears the
-    greeting and the menu although no worker runs; the keys they press are held until one
-    does, and then the call goes on from the menu, each turn run once."""
+    """The API walks the seeded flow's opening itself (api.opening) and a wrong key after it
+    (from the call's cursor, handed to the workflow by the `walked` signal): the caller hears
+    the greeting, the menu and the "not valid" prompt although no worker runs. Key 3 leads to
+    a queue, which only the workflow may join: it is held until a worker runs, and then the
+    call goes on from the menu, every turn taken once and in order."""
     settings = own_queue(e2e_settings)  # no worker polls this queue until we start one
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         await temporal_connected(http)
@@ -416,6 +418,13 @@ async def test_first_turn_answered_without_any_worker_later_turn_held_then_goes_
         # A carrier retry of the first webhook gets the same answer and starts nothing new.
         again = await call.passthru(opening)
         assert again.json() == {"select": "gather"}
+        wrong = call.params(digits='"7"')
+        invalid = await call.passthru(wrong)
+        assert invalid.headers.get("X-IVR-Fallback") is None
+        assert invalid.json() == {"select": "gather"}
+        assert "not a valid option" in await call.gather_prompt()
+        # Retried, the wrong key is answered the same and walked once (turn 2 below).
+        assert (await call.passthru(wrong)).json() == {"select": "gather"}
         keys = await call.passthru(call.params(digits='"3"'))
         assert keys.headers.get("X-IVR-Fallback") == "1"
         async with make_worker(client_dc, settings.temporal_task_queue, sessionmaker):
@@ -424,12 +433,20 @@ async def test_first_turn_answered_without_any_worker_later_turn_held_then_goes_
                 if response.headers.get("X-IVR-Fallback") != "1":
                     break
             assert response.headers.get("X-IVR-Fallback") is None
-            state = await client_dc.get_workflow_handle(call_workflow_id(call.sid)).query(
-                "state", result_type=CallState
-            )
-        assert state.turn == 2  # the opening, then the held keys once
+            handle = client_dc.get_workflow_handle(call_workflow_id(call.sid))
+            state = await handle.query("state", result_type=CallState)
+            signals = [
+                e.workflow_execution_signaled_event_attributes.signal_name
+                async for e in handle.fetch_history_events()
+                if e.HasField("workflow_execution_signaled_event_attributes")
+            ]
+        assert state.turn == 3  # the opening, the wrong key, then the held keys once
+        assert signals == ["walked"]
         assert [v.node_id for v in state.history][:3] == ["welcome", "main_menu", "general_info"]
         assert state.history[1].port == "3"
+        # The wrong key's attempt, noted by the API's walk, is on the menu's visit.
+        assert state.history[1].data["failure"] == "invalid"
+        assert state.history[1].data["attempt"] == 1
 
 
 async def test_worker_killed_mid_call_call_completes(

@@ -256,9 +256,12 @@ async def test_hold_announces_position_and_wait_then_gets_the_freed_agent(worker
     assert dial_of(got) is not None and dial_of(got).agent_id == 2
     waiting = await second.send(second.event(EventKind.digits, digits=""))
     assert dial_of(waiting) is None
-    await first.dial(DialStatus.completed)
-    for c in (first, second):
-        await c.handle.terminate("test over")
+    ended = await first.dial(DialStatus.completed)
+    # The caller spoke to the agent: their call ends by itself (no terminate; it may be over
+    # already), the other caller is still holding.
+    assert ended.final
+    assert (await first.handle.result()).status == "completed"
+    await second.handle.terminate("test over")
 
 
 async def test_no_answer_tries_the_next_agent_then_leaves_by_no_answer(worker, world):
