@@ -61,8 +61,9 @@ WRITE_TIMEOUT = timedelta(seconds=10)
 VISIT_BATCH = 12
 # How many times a silent call is re-checked with the carrier before it is ended anyway.
 MAX_CARRIER_CONFIRMATIONS = 3
-# Calls begun since: the final record is a local activity (no activity task and no extra
-# workflow task on the server) and a final reply's node goes to the index with the status.
+# Calls begun since: the final record is a local activity unless an update waits for the
+# hang-up's answer (no activity task and no extra workflow task on the server), and a final
+# reply's node goes to the index with the status.
 FINAL_WRITE_LOCAL = "final-write-local"
 # How long to wait for the very first webhook's update after a start without one.
 FIRST_TURN_WAIT_S = 60.0
@@ -149,6 +150,7 @@ class CallWorkflow:
         self.turn_lock = asyncio.Lock()
         self.indexed_node: str | None = None  # CurrentNode as last written to the index
         self.walked_turn: WalkedTurn | None = None  # the last turn the API walked (signal)
+        self.final_by_update = False  # the hang-up reply went out as an update's answer
         # Carried by the workflow's writes (visit batches, the final record), never on its own.
         self.start_record: CallStartedRecord | None = CallStartedRecord.of(
             start, workflow_id=workflow.info().workflow_id, started_at=self.started_at
@@ -293,9 +295,9 @@ class CallWorkflow:
         self.status = status
         last_visits = [self.unsent_visits[k] for k in sorted(self.unsent_visits)]
         self.unsent_visits = {}
-        local = workflow.patched(FINAL_WRITE_LOCAL)
+        new_style = workflow.patched(FINAL_WRITE_LOCAL)
         index = [CALL_STATUS.value_set(status)]
-        if local and self.node_id is not None and self.node_id != self.indexed_node:
+        if new_style and self.node_id is not None and self.node_id != self.indexed_node:
             self.indexed_node = self.node_id  # a final reply left its node to this write
             index.append(CURRENT_NODE.value_set(self.node_id))
         workflow.upsert_search_attributes(index)
@@ -318,8 +320,12 @@ class CallWorkflow:
             variables=self.ctx.variables,
             recording_url=recording,
         )
-        # Retried until the database takes it either way; as a local activity it costs the
-        # server no activity task and no further workflow task (a fifth of a call's work).
+        # Retried until the database takes it either way. As a local activity it costs the
+        # server no activity task and no further workflow task (a fifth of a call's work), but
+        # the workflow task it runs in completes only when it is done: after a hang-up the API
+        # walked (or a silent end) nobody waits for that; after a hang-up sent as an update's
+        # answer the caller would (a database outage would hold their goodbye), so not then.
+        local = new_style and not self.final_by_update
         run = workflow.execute_local_activity if local else workflow.execute_activity
         await run(
             "finalize_call", final, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
@@ -355,7 +361,10 @@ class CallWorkflow:
     async def advance(self, event: CallEvent) -> Reply:
         # A handler awaiting an activity yields; a second turn must not walk meanwhile.
         async with self.turn_lock:
-            return await self._advance(event)
+            reply = await self._advance(event)
+        if reply.final:
+            self.final_by_update = True  # someone waits for this activation's completion
+        return reply
 
     async def _advance(self, event: CallEvent) -> Reply:
         opening = self.start.opening

@@ -131,3 +131,33 @@ async def test_a_walked_turn_out_of_step_is_not_taken(call_worker):
     reply = await call.send(call.event(EventKind.digits, digits="1"))
     assert reply.final and reply.turn == 3
     assert (await call.outcome()).path == ["welcome", "menu", "billing", "bye"]
+
+
+async def _final_write(call: Call) -> str:
+    """How the call's final record was written: "activity" (a task on the queue) or "local"."""
+    kinds = set()
+    async for event in call.handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            kinds.add(event.activity_task_scheduled_event_attributes.activity_type.name)
+        if event.HasField("marker_recorded_event_attributes"):
+            kinds.add(event.marker_recorded_event_attributes.marker_name)
+    if "finalize_call" in kinds:
+        return "activity"
+    assert "core_local_activity" in kinds, kinds
+    return "local"
+
+
+async def test_the_final_write_is_local_only_when_no_update_waits(call_worker):
+    """A local activity holds its workflow task open until it is done: fine after a hang-up
+    the API walked (nobody waits), not after one sent as an update's answer."""
+    client, queue = call_worker
+    by_update = Call(client, queue, flow=MENU_FLOW)
+    by_signal = Call(client, queue, flow=MENU_FLOW)
+    await _opened(by_update)
+    opening = await _opened(by_signal)
+    assert (await by_update.send(by_update.event(EventKind.digits, digits="1"))).final
+    assert (await _walked_turn(by_signal, opening, "1")).reply.final
+    for call in (by_update, by_signal):
+        assert (await call.outcome()).status == "completed"
+    assert await _final_write(by_update) == "activity"
+    assert await _final_write(by_signal) == "local"
