@@ -7,9 +7,10 @@
   never starts a second one). Reuse policy REJECT_DUPLICATE either way, so a finished call is
   never restarted by a late webhook.
 - A later turn that needs only the flow and the clock is walked by the API too, from the
-  call's cursor (Redis: where the last turn left it), and handed to the workflow by the
-  `walked` signal before the caller hears it. Any turn the workflow walks drops the cursor, so
-  the API never walks from a place the call has left; the workflow refuses a walk out of step.
+  call's cursor (Redis: where the last turn left it, written after the API's own walks and
+  from the cursor a workflow update hands back), and given to the workflow by the `walked`
+  signal before the caller hears it. A turn that leaves no cursor drops the old one, so the
+  API never walks from a place the call has left; the workflow refuses a walk out of step.
 - Update ids come from the carrier request, so a retried webhook never advances the call twice.
 - If the workflow has not answered inside the budget, the caller gets a short hold and the
   original update is remembered in Redis; the next webhook of that call re-sends it under the
@@ -65,6 +66,7 @@ from core.calls import (
     WALKED_SIGNAL,
     CallCursor,
     CallStart,
+    TurnReply,
     WalkedTurn,
 )
 from core.config import Settings
@@ -290,9 +292,9 @@ class TemporalCallGateway:
             args=[update_id, REPLY_TTL_S, head.model_dump_json(),
                   *(piece.model_dump_json() for piece in rest)],
         )
-        if moved is not None:  # the API walked this turn: the cursor moves to it
+        if moved is not None:  # the cursor moves to where this turn left the call
             await self.redis.set(self._cursor_key(sid), moved.model_dump_json(), ex=REPLY_TTL_S)
-        elif had_cursor:  # the workflow walked it: the call has left where the cursor says
+        elif had_cursor:  # the next turn is the workflow's: the call has left the cursor
             await self.redis.delete(self._cursor_key(sid))
         return head
 
@@ -394,8 +396,9 @@ class TemporalCallGateway:
         start: bool,
         cursor: str | None = None,
     ) -> tuple[Reply, CallCursor | None]:
-        """The turn's reply, and the call's cursor after it when the API walked it itself
-        (None: the workflow walked it, and the call's cursor is stale from now on)."""
+        """The turn's reply, and the call's cursor after it: from the API's own walk, or
+        handed back by the workflow with its answer (None: the next turn is the workflow's,
+        and whatever cursor the call had is stale from now on)."""
         workflow_id = call_workflow_id(event.call_sid)
         try:
             if not start:
@@ -404,24 +407,24 @@ class TemporalCallGateway:
                     if moved is not None:
                         return moved.last.reply, moved
                 handle = self.client.get_workflow_handle(workflow_id)
-                reply = await handle.execute_update(
-                    ADVANCE_UPDATE, event, id=update_id, result_type=Reply
+                answered = await handle.execute_update(
+                    ADVANCE_UPDATE, event, id=update_id, result_type=TurnReply
                 )
-                return reply, None
+                return self._answered(answered)
             at = datetime.now(UTC)
             start_input, operation = await self._start_operation(event, dialect, workflow_id)
             opened = None
             if self.schedules is not None:
                 opened = await self._start_opened(start_input, event, update_id, at)
             if opened is None:
-                reply = await self.client.execute_update_with_start_workflow(
+                answered = await self.client.execute_update_with_start_workflow(
                     ADVANCE_UPDATE,
                     event,
                     start_workflow_operation=operation,
                     id=update_id,
-                    result_type=Reply,
+                    result_type=TurnReply,
                 )
-                opened = reply, None
+                opened = self._answered(answered)
             if self.record_start is not None:
                 # After the reply, never before it: the caller does not wait for the row.
                 self._spawn(self.record_start(start_input, at))
@@ -477,6 +480,14 @@ class TemporalCallGateway:
         API_WALKED_TURNS.labels(turn="later").inc()
         return self._moved(cursor, walked, at)
 
+    def _answered(self, answered: Reply) -> tuple[Reply, CallCursor | None]:
+        """A workflow update's answer: the reply for the carrier, and the cursor the workflow
+        handed back when the API may walk the call's next turn (workers older than this field
+        send none, and then every later turn of the call stays an update)."""
+        if not isinstance(answered, TurnReply):
+            return answered, None
+        return answered.plain(), answered.cursor if self.walk_turns else None
+
     def _moved(self, cursor: CallCursor, walked: WalkedTurn, at: datetime) -> CallCursor:
         """The cursor after `walked`, answered at `at`: the workflow ends the call as silent
         no sooner than the reply's expected duration plus the grace period after it."""
@@ -529,10 +540,10 @@ class TemporalCallGateway:
             )
         except WorkflowAlreadyStartedError:
             handle = self.client.get_workflow_handle(workflow_id)
-            reply = await handle.execute_update(
-                ADVANCE_UPDATE, event, id=update_id, result_type=Reply
+            answered = await handle.execute_update(
+                ADVANCE_UPDATE, event, id=update_id, result_type=TurnReply
             )
-            return reply, None
+            return self._answered(answered)
         API_WALKED_TURNS.labels(turn="first").inc()
         if not self.walk_turns or start.definition_checksum is None:
             return opening.reply, None

@@ -12,10 +12,11 @@ API walks it itself, with the same walker and node handlers the workflow uses
 
 Later turns are the same (`walk_later`): a key pressed in a menu, a wrong key, a repeat, a
 goodbye need only the flow, the clock and where the call stands, which the API keeps in Redis
-after every turn it walks (`CallCursor`). The gateway hands such a walk to the workflow by the
-`walked` signal before the caller hears it; a signal returns once the server holds it in the
-call's history, without waiting for a worker to pick up a task, which is what an update waits
-for (and what made later turns the slow tail under load).
+after every turn it walks, or gets back with a workflow update's answer (`CallCursor`). The
+gateway hands such a walk to the workflow by the `walked` signal before the caller hears it; a
+signal returns once the server holds it in the call's history, without waiting for a worker to
+pick up a task, which is what an update waits for (and what made later turns the slow tail
+under load).
 
 A walk gives up (None: the workflow walks the turn as before) as soon as it would need
 anything only the workflow may do: an activity other than the business-hours lookup (API nodes,

@@ -94,6 +94,18 @@ class CallCursor(Wire):
 CallStart.model_rebuild()
 
 
+class TurnReply(Reply):
+    """What the `advance` update answers: the turn's reply, and (when the next turn could be
+    walked by the API: no action registered for the call's end, no message waiting for its
+    handlers) where the call now stands, for the API to keep as the call's cursor. The API
+    strips `cursor` before anything reaches Redis's reply cache or a carrier."""
+
+    cursor: CallCursor | None = None
+
+    def plain(self) -> Reply:
+        return Reply.model_validate(self.model_dump(exclude={"cursor"}))
+
+
 class CallOutcome(Wire):
     call_sid: str
     status: str  # completed | abandoned | failed

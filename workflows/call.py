@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from core.calls import (
         MAX_TURNS_PER_CALL,
+        CallCursor,
         CallFinalRecord,
         CallOutcome,
         CallStart,
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         CarrierStatusRequest,
         NodeVisit,
         Opening,
+        TurnReply,
         VisitsRecord,
         WalkedTurn,
     )
@@ -358,13 +360,46 @@ class CallWorkflow:
     # --- the carrier's turns -----------------------------------------------------------
 
     @workflow.update(name="advance")
-    async def advance(self, event: CallEvent) -> Reply:
+    async def advance(self, event: CallEvent) -> TurnReply:
         # A handler awaiting an activity yields; a second turn must not walk meanwhile.
         async with self.turn_lock:
             reply = await self._advance(event)
         if reply.final:
             self.final_by_update = True  # someone waits for this activation's completion
-        return reply
+        fields = {name: getattr(reply, name) for name in Reply.model_fields}
+        return TurnReply(**fields, cursor=self._cursor(reply))
+
+    def _cursor(self, reply: Reply) -> CallCursor | None:
+        """Where the call stands after `reply`, for the API to walk the next turn from
+        (api/opening.py), or None when that turn is the workflow's whatever it brings: an
+        action is registered for the call's end (a queue place, an agent, an SMS: the API's
+        walk could not cancel it), a message waits for the handlers, the call is ending, or
+        `reply` is not what the call waits on now (an answer given again)."""
+        if (
+            reply is not self.pending
+            or reply.final
+            or self.finished
+            or self.ctx.end_actions
+            or self.ctx.inbox
+            or self.node_id is None
+            or self.start.definition_checksum is None
+        ):
+            return None
+        return CallCursor(
+            flow_id=self.start.flow_id,
+            flow_version=self.start.flow_version,
+            definition_checksum=self.start.definition_checksum,
+            dialect=self.start.dialect,
+            last=WalkedTurn(
+                update_id=workflow.current_update_info().id,
+                reply=reply,
+                node_id=self.node_id,
+                visits=self.visits,
+                variables=self.ctx.variables,
+                node_state=self.ctx.node_state,
+            ),
+            silent_after=self._silence_deadline(),
+        )
 
     async def _advance(self, event: CallEvent) -> Reply:
         opening = self.start.opening

@@ -15,7 +15,7 @@ import pytest
 from api.call_gateway import TemporalCallGateway
 from api.opening import walk_opening
 from core.business_hours import ScheduleBundle, ScheduleRequest
-from core.calls import CallCursor, CallStart, WalkedTurn
+from core.calls import CallCursor, CallStart, TurnReply, WalkedTurn
 from core.config import Settings
 from core.flows import schema
 from core.flows.schema import parse_frozen
@@ -45,23 +45,24 @@ UPDATE_REPLY = Reply(instructions=[Say(text="from the workflow")], turn=2)
 
 
 class _Handle:
-    def __init__(self, sent: list[tuple[str, str, Any]]) -> None:
-        self.sent = sent
+    def __init__(self, client: _Client) -> None:
+        self.client = client
 
     async def execute_update(self, name: str, event: CallEvent, **kw: Any) -> Reply:
-        self.sent.append(("update", kw["id"], event))
-        return UPDATE_REPLY
+        self.client.sent.append(("update", kw["id"], event))
+        return self.client.answer
 
     async def signal(self, name: str, arg: Any) -> None:
-        self.sent.append(("signal", name, arg))
+        self.client.sent.append(("signal", name, arg))
 
 
 class _Client:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Any]] = []
+        self.answer: Reply = UPDATE_REPLY  # what every update answers
 
     def get_workflow_handle(self, workflow_id: str) -> _Handle:
-        return _Handle(self.sent)
+        return _Handle(self)
 
 
 async def _no_schedules(req: ScheduleRequest) -> ScheduleBundle:
@@ -210,3 +211,24 @@ async def test_with_api_turns_off_every_later_turn_is_an_update(gateway, setting
     await _advance(gw, _keys(sid, "7"), "u1")
     assert [kind for kind, _, _ in client.sent] == ["update"]
     assert await _cursor(redis, sid) is None
+
+
+async def test_a_cursor_the_workflow_hands_back_lets_the_api_walk_the_next_turn(gateway) -> None:
+    """A turn the workflow walked (here: the opening it walked itself) may hand back where the
+    call stands; the API keeps it, strips it from what it caches, and walks the next turn."""
+    gw, client, redis, _ = gateway
+    parse_frozen(FLOW, CHECKSUM)
+    sid = "WALK8"
+    handed = await _opened(redis, sid)
+    await redis.delete(f"call:{sid}:cursor", f"call:{sid}:reply")
+    last = handed.last.model_copy(update={"update_id": "u0"})
+    fields = {k: getattr(last.reply, k) for k in Reply.model_fields}
+    client.answer = TurnReply(**fields, cursor=handed.model_copy(update={"last": last}))
+    first = await _advance(gw, CallEvent(kind=EventKind.resumed, call_sid=sid), "u0")
+    assert first == handed.last.reply
+    assert "cursor" not in await redis.get(f"call:{sid}:reply")
+    stored = await _cursor(redis, sid)
+    assert stored is not None and stored.last.update_id == "u0"
+    await _advance(gw, _keys(sid, "7"), "u1")
+    sent = [(kind, name) for kind, name, _ in client.sent]
+    assert sent == [("update", "u0"), ("signal", "walked")]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from test_call_workflow import MENU_FLOW, Call
 from test_opening import (
     _comparable,
@@ -24,7 +26,7 @@ from test_opening import (
 )
 
 from api.opening import walk_later
-from core.calls import CallCursor, Opening, WalkedTurn
+from core.calls import CallCursor, Opening, TurnReply, WalkedTurn
 from core.flows.schema import FlowDefinition
 from core.telephony import CallEvent, Dialect, EventKind, Reply
 
@@ -161,3 +163,50 @@ async def test_the_final_write_is_local_only_when_no_update_waits(call_worker):
         assert (await call.outcome()).status == "completed"
     assert await _final_write(by_update) == "activity"
     assert await _final_write(by_signal) == "local"
+
+
+async def _first_by_update(call: Call) -> TurnReply:
+    """The first turn walked by the workflow itself (update-with-start), with what it answers."""
+    op = WithStartWorkflowOperation(
+        "CallWorkflow", call.start, id=f"call-{call.sid}", task_queue=call.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    return await call.client.execute_update_with_start_workflow(
+        "advance", call.event(EventKind.started, caller="+919876543210"),
+        start_workflow_operation=op, id=f"{call.sid}:0", result_type=TurnReply,
+    )
+
+
+async def test_a_turn_the_workflow_walked_hands_back_a_cursor_the_api_walks_on_from(
+    call_worker,
+):
+    """A call the API could not open (here: opened by update-with-start) is not stuck on
+    updates: the workflow's answer carries where the call stands, and the API's walks from
+    there are the workflow's own. A hang-up hands back nothing (the call is ending)."""
+    client, queue = call_worker
+    updated = Call(client, queue, flow=MENU_FLOW)
+    walked_call = Call(client, queue, flow=MENU_FLOW)
+    for call in (updated, walked_call):
+        call.start = call.start.model_copy(update={"definition_checksum": "engine-menu-flow"})
+    await updated.first()
+    answered = await _first_by_update(walked_call)
+    cursor = answered.cursor
+    assert cursor is not None and cursor.definition_checksum == "engine-menu-flow"
+    assert cursor.last.update_id == f"{walked_call.sid}:0"
+    assert cursor.last.reply == answered.plain() and cursor.last.node_id == "menu"
+    last = cursor.last
+    for digits in ("7", "1"):
+        expected = await updated.send(updated.event(EventKind.digits, digits=digits))
+        last = await _walked_turn(walked_call, last, digits)
+        _same_reply(last.reply, expected)
+    a, b = await updated.outcome(), await walked_call.outcome()
+    assert (b.status, b.reason, b.path, b.turns) == (a.status, a.reason, a.path, a.turns)
+    ending = Call(client, queue, flow=MENU_FLOW)
+    ending.start = ending.start.model_copy(update={"definition_checksum": "engine-menu-flow"})
+    await _first_by_update(ending)
+    bye = await ending.handle.execute_update(
+        "advance", ending.event(EventKind.digits, digits="1"), id=f"{ending.sid}:1",
+        result_type=TurnReply,
+    )
+    assert bye.final and bye.cursor is None
