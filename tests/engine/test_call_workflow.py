@@ -67,7 +67,7 @@ class Call:
     def event(self, kind: EventKind = EventKind.resumed, **kw: Any) -> CallEvent:
         return CallEvent(kind=kind, call_sid=self.sid, carrier="test", **kw)
 
-    async def first(self) -> Reply:
+    async def first(self, result_type: type[Reply] = Reply) -> Reply:
         op = WithStartWorkflowOperation(
             "CallWorkflow", self.start, id=f"call-{self.sid}", task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -75,7 +75,7 @@ class Call:
         )
         return await self.client.execute_update_with_start_workflow(
             "advance", self.event(EventKind.started, caller="+919876543210"),
-            start_workflow_operation=op, id=f"{self.sid}:0", result_type=Reply,
+            start_workflow_operation=op, id=f"{self.sid}:0", result_type=result_type,
         )
 
     async def send(self, event: CallEvent, update_id: str | None = None) -> Reply:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from test_call_workflow import MENU_FLOW, Call
 from test_opening import (
     _comparable,
@@ -167,15 +165,9 @@ async def test_the_final_write_is_local_only_when_no_update_waits(call_worker):
 
 async def _first_by_update(call: Call) -> TurnReply:
     """The first turn walked by the workflow itself (update-with-start), with what it answers."""
-    op = WithStartWorkflowOperation(
-        "CallWorkflow", call.start, id=f"call-{call.sid}", task_queue=call.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
-    return await call.client.execute_update_with_start_workflow(
-        "advance", call.event(EventKind.started, caller="+919876543210"),
-        start_workflow_operation=op, id=f"{call.sid}:0", result_type=TurnReply,
-    )
+    answered = await call.first(result_type=TurnReply)
+    assert isinstance(answered, TurnReply)
+    return answered
 
 
 async def test_a_turn_the_workflow_walked_hands_back_a_cursor_the_api_walks_on_from(
