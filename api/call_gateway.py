@@ -68,6 +68,7 @@ from core.calls import (
     CallStart,
     TurnReply,
     WalkedTurn,
+    silent_after_s,
 )
 from core.config import Settings
 from core.flows.inputs import mask_value
@@ -480,18 +481,16 @@ class TemporalCallGateway:
         API_WALKED_TURNS.labels(turn="later").inc()
         return self._moved(cursor, walked, at)
 
-    def _answered(self, answered: Reply) -> tuple[Reply, CallCursor | None]:
+    def _answered(self, answered: TurnReply) -> tuple[Reply, CallCursor | None]:
         """A workflow update's answer: the reply for the carrier, and the cursor the workflow
         handed back when the API may walk the call's next turn (workers older than this field
         send none, and then every later turn of the call stays an update)."""
-        if not isinstance(answered, TurnReply):
-            return answered, None
         return answered.plain(), answered.cursor if self.walk_turns else None
 
     def _moved(self, cursor: CallCursor, walked: WalkedTurn, at: datetime) -> CallCursor:
         """The cursor after `walked`, answered at `at`: the workflow ends the call as silent
         no sooner than the reply's expected duration plus the grace period after it."""
-        silence = max(1.0, walked.reply.expected_duration_s) + self.settings.call_grace_s
+        silence = silent_after_s(walked.reply, self.settings.call_grace_s)
         return cursor.model_copy(
             update={"last": walked, "silent_after": at + timedelta(seconds=silence)}
         )

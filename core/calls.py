@@ -102,8 +102,24 @@ class TurnReply(Reply):
 
     cursor: CallCursor | None = None
 
+    @classmethod
+    def of(cls, reply: Reply, cursor: CallCursor | None) -> TurnReply:
+        return cls(**_reply_fields(reply), cursor=cursor)
+
     def plain(self) -> Reply:
-        return Reply.model_validate(self.model_dump(exclude={"cursor"}))
+        return Reply(**_reply_fields(self))
+
+
+def _reply_fields(reply: Reply) -> dict[str, Any]:
+    """A reply's own fields, as they are (no dump and re-validation on every turn)."""
+    return {name: getattr(reply, name) for name in Reply.model_fields}
+
+
+def silent_after_s(reply: Reply, grace_s: float) -> float:
+    """How long after `reply` went out a call with no webhook counts as silent: the reply's
+    expected duration (at least a second) plus the grace period. The workflow ends the call
+    then; the API never walks a turn past it."""
+    return max(1.0, reply.expected_duration_s) + grace_s
 
 
 class CallOutcome(Wire):

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         TurnReply,
         VisitsRecord,
         WalkedTurn,
+        silent_after_s,
     )
     from core.flows.schema import parse_frozen
     from core.telephony import (
@@ -165,11 +166,7 @@ class CallWorkflow:
         the caller has heard `opening.reply`; the call waits where that walk stopped (its
         node is already in the CurrentNode search attribute the API started us with)."""
         self.turn = 1
-        self.ctx.variables.update(opening.variables)
-        self.ctx.node_state = dict(opening.node_state)
-        self.walker.node_id = opening.node_id
-        self.walker.visits = list(opening.visits)
-        self.walker.unsent_visits = {v.seq: v for v in opening.visits}
+        self._take_walk(opening, changed_from=0)
         self.indexed_node = opening.node_id
         self.pending = opening.reply
         self.pending_since = self.started_at
@@ -224,7 +221,7 @@ class CallWorkflow:
     def _deadline_s(self) -> float:
         if self.pending is None:
             return FIRST_TURN_WAIT_S
-        return max(1.0, self.pending.expected_duration_s) + self.start.grace_s
+        return silent_after_s(self.pending, self.start.grace_s)
 
     async def _still_holding(self) -> bool:
         """A queued caller's hold polls are answered by the API from Redis, not by updates:
@@ -366,8 +363,7 @@ class CallWorkflow:
             reply = await self._advance(event)
         if reply.final:
             self.final_by_update = True  # someone waits for this activation's completion
-        fields = {name: getattr(reply, name) for name in Reply.model_fields}
-        return TurnReply(**fields, cursor=self._cursor(reply))
+        return TurnReply.of(reply, self._cursor(reply))
 
     def _cursor(self, reply: Reply) -> CallCursor | None:
         """Where the call stands after `reply`, for the API to walk the next turn from
@@ -481,16 +477,22 @@ class CallWorkflow:
             return
         self.turn = turn.reply.turn
         self.walked_turn = turn
-        self.ctx.variables.clear()
-        self.ctx.variables.update(turn.variables)
-        self.ctx.node_state = dict(turn.node_state)
-        self.walker.visits = list(turn.visits)
-        for visit in turn.visits[max(last_open, 0):]:  # our open visit, closed, and the new
-            self.unsent_visits[visit.seq] = visit
-        self.walker.node_id = turn.node_id
+        # Our open visit (closed by the walk) and the new ones are still to be written.
+        self._take_walk(turn, changed_from=max(last_open, 0))
         if turn.hangup_reason is not None:
             self.hangup_reason = turn.hangup_reason
         self._take_reply(turn.reply)
+
+    def _take_walk(self, turn: WalkedTurn, *, changed_from: int) -> None:
+        """The state a walk of the API's left (an opening or a `walked` turn): variables,
+        handler state, node and visits; visits from `changed_from` on are still to write."""
+        self.ctx.variables.clear()
+        self.ctx.variables.update(turn.variables)
+        self.ctx.node_state = dict(turn.node_state)
+        self.walker.node_id = turn.node_id
+        self.walker.visits = list(turn.visits)
+        for visit in turn.visits[changed_from:]:
+            self.walker.unsent_visits[visit.seq] = visit
 
     @workflow.query(name="state")
     def state(self) -> CallState:

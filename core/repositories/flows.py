@@ -526,14 +526,11 @@ def make_version_loader(
 
     async def load(flow_id: int, version: int) -> tuple[dict[str, Any], str] | None:
         async with sessionmaker() as session:
-            row = (
-                await session.execute(
-                    select(FlowVersion.definition, FlowVersion.checksum).where(
-                        FlowVersion.flow_id == flow_id, FlowVersion.version == version
-                    )
-                )
-            ).first()
-        return (row[0], row[1]) if row is not None else None
+            try:
+                row = await get_version(session, flow_id, version)
+            except NotFound:
+                return None
+            return row.definition, row.checksum
 
     return load
 

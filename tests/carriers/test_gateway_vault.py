@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.call_gateway import TemporalCallGateway
+from core.calls import TurnReply
 from core.config import Settings
 from core.flows import vault
 from core.redis import make_redis
@@ -23,7 +24,7 @@ class _Handle:
 
     async def execute_update(self, name: str, event: CallEvent, **_: Any) -> Reply:
         self.sent.append(event)
-        return Reply(instructions=[Say(text="ok")])
+        return TurnReply(instructions=[Say(text="ok")])
 
     async def signal(self, name: str, event: CallEvent) -> None:
         self.sent.append(event)

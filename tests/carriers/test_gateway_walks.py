@@ -41,14 +41,14 @@ FLOW: dict[str, Any] = {
     ],
 }
 CHECKSUM = "gateway-walk-test-flow"
-UPDATE_REPLY = Reply(instructions=[Say(text="from the workflow")], turn=2)
+UPDATE_REPLY = TurnReply(instructions=[Say(text="from the workflow")], turn=2)
 
 
 class _Handle:
     def __init__(self, client: _Client) -> None:
         self.client = client
 
-    async def execute_update(self, name: str, event: CallEvent, **kw: Any) -> Reply:
+    async def execute_update(self, name: str, event: CallEvent, **kw: Any) -> TurnReply:
         self.client.sent.append(("update", kw["id"], event))
         return self.client.answer
 
@@ -59,7 +59,7 @@ class _Handle:
 class _Client:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Any]] = []
-        self.answer: Reply = UPDATE_REPLY  # what every update answers
+        self.answer: TurnReply = UPDATE_REPLY  # what every update answers
 
     def get_workflow_handle(self, workflow_id: str) -> _Handle:
         return _Handle(self)
@@ -151,7 +151,7 @@ async def test_a_queue_is_the_workflows_an_update_and_the_cursor_is_dropped(gate
     sid = "WALK2"
     await _opened(redis, sid)
     reply = await _advance(gw, _keys(sid, "2"), "u1")
-    assert reply == UPDATE_REPLY
+    assert reply == UPDATE_REPLY.plain()
     assert [(kind, name) for kind, name, _ in client.sent] == [("update", "u1")]
     assert await _cursor(redis, sid) is None
     # From here every turn is an update: the workflow has moved where the API cannot see.
@@ -222,8 +222,7 @@ async def test_a_cursor_the_workflow_hands_back_lets_the_api_walk_the_next_turn(
     handed = await _opened(redis, sid)
     await redis.delete(f"call:{sid}:cursor", f"call:{sid}:reply")
     last = handed.last.model_copy(update={"update_id": "u0"})
-    fields = {k: getattr(last.reply, k) for k in Reply.model_fields}
-    client.answer = TurnReply(**fields, cursor=handed.model_copy(update={"last": last}))
+    client.answer = TurnReply.of(last.reply, handed.model_copy(update={"last": last}))
     first = await _advance(gw, CallEvent(kind=EventKind.resumed, call_sid=sid), "u0")
     assert first == handed.last.reply
     assert "cursor" not in await redis.get(f"call:{sid}:reply")
